@@ -13,7 +13,12 @@ and the peak memory of a layer sweep over a resnet-sized model.
    keeping them would cost) and the largest single layer are printed for comparison.
    Target: sweep peak ~ forward peak (bounded by one layer), far below the sum.
 
-Run: .venv/bin/python benchmarks/bench_neural.py [--repeats 3] [--images 32] [--skip-memory]
+3. Ridge with cross-validated alpha (nested: 5 outer folds, 5 inner folds, 10 alphas) on a
+   MajajHong-sized problem (2560 stimuli x 1000 features x 168 neuroids, SYNTHETIC): ours
+   (one eigendecomposition per inner fold, all alphas from it) vs the brute-force loop of
+   scikit-learn Ridge fits over the same folds (= GridSearchCV); same alphas and predictions.
+
+Run: .venv/bin/python benchmarks/bench_neural.py [--repeats 3] [--images 32] [--skip-memory] [--skip-ridge]
 """
 
 from __future__ import annotations
@@ -98,6 +103,42 @@ def bench_pls(repeats: int) -> None:
           f"(float32 {t_sk / t_ours32:.1f}x; target >= 5x)")
 
 
+def bench_ridge_cv(n: int = 2560, p: int = 1000, k: int = 168) -> None:
+    from sklearn.linear_model import Ridge as SkRidge
+
+    from harmonia.neural.regression import DEFAULT_ALPHAS, RidgeCV, cross_validated_predictions, kfold
+
+    torch.set_num_threads(1)
+    g = np.random.default_rng(0)
+    latent = g.normal(size=(n, 50))
+    X = latent @ g.normal(size=(50, p)) + g.normal(size=(n, p))
+    Y = latent[:, :20] @ g.normal(size=(20, k)) + 5.0 * g.normal(size=(n, k))
+    outer = kfold(n, 5, seed=0)
+    alphas = list(DEFAULT_ALPHAS)
+    t = time.perf_counter()
+    ours = cross_validated_predictions(torch.from_numpy(X), torch.from_numpy(Y), outer, RidgeCV(alphas=alphas)).numpy()
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    ref = np.zeros_like(Y)
+    for test in outer:
+        train = np.setdiff1d(np.arange(n), test)
+        inner = kfold(len(train), 5, seed=0)
+        mse = []
+        for a in alphas:
+            errs = []
+            for it in inner:
+                itr = np.setdiff1d(np.arange(len(train)), it)
+                pr = SkRidge(alpha=a).fit(X[train][itr], Y[train][itr]).predict(X[train][it])
+                errs.append(((pr - Y[train][it]) ** 2).mean())
+            mse.append(np.mean(errs))
+        best = alphas[int(np.argmin(mse))]
+        ref[test] = SkRidge(alpha=best).fit(X[train], Y[train]).predict(X[test])
+    t_sk = time.perf_counter() - t
+    print(f"Ridge, alpha by nested CV (5 outer x 5 inner folds, {len(alphas)} alphas): {n} stimuli x {p} features x {k} neuroids (SYNTHETIC)")
+    print(f"  max |prediction difference| vs brute-force scikit-learn: {np.abs(ours - ref).max():.2e}")
+    print(f"  time ours {t_ours:.2f} s, brute-force sklearn {t_sk:.2f} s -> {t_sk / t_ours:.1f}x")
+
+
 _MEM_CHILD = r"""
 import json, os, resource, sys, timm, torch
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
@@ -155,9 +196,12 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=1000)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-pls", action="store_true")
+    ap.add_argument("--skip-ridge", action="store_true")
     a = ap.parse_args()
     if not a.skip_pls:
         bench_pls(a.repeats)
+    if not a.skip_ridge:
+        bench_ridge_cv()
     if not a.skip_memory:
         bench_memory(a.images, a.batch, a.dim)
 

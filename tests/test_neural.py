@@ -303,7 +303,7 @@ def test_default_layers_of_timm_and_plain_nets():
     assert default_layers(GroundTruthNet()) == ["block1", "block2", "block3", "block4"]
 
 
-@pytest.mark.parametrize("module", ["ceiling", "data", "features", "regression", "run", "score", "simulate"])
+@pytest.mark.parametrize("module", ["brainscore", "ceiling", "data", "features", "reduce", "regression", "run", "score", "simulate"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib
@@ -319,3 +319,251 @@ def test_spatial_repeats_give_split_half_reliability():
     assert res.reliability == pytest.approx(0.7, abs=0.06)
     assert math.isnan(spatial_benchmark(ground_truth_model(0), simulate_spatial(n_images=3, n_neurons=2, grid=(5, 5)),
                                         layers=["block2"], n_components=2).reliability)
+
+
+# -- Brain-Score public assemblies (netCDF-4, brainio's NeuroidAssembly layout) -------------------
+
+
+def _write_brainio_assembly(path, data, presentation, neuroid, time_bins=None, attrs=None, dims=None, var="data"):
+    """Write ``data`` exactly as brainio's write_netcdf does: MultiIndex per dim, reset_index
+    (levels become plain coordinate variables), dataset variable 'data', zlib level 1."""
+    import xarray as xr
+
+    dims = dims or ["neuroid", "presentation"] + (["time_bin"] if time_bins is not None else [])
+    coords = {k: ("presentation", v) for k, v in presentation.items()}
+    coords.update({k: ("neuroid", v) for k, v in neuroid.items()})
+    if time_bins is not None:
+        coords.update(time_bin_start=("time_bin", [a for a, _ in time_bins]), time_bin_end=("time_bin", [b for _, b in time_bins]))
+    da = xr.DataArray(data, dims=dims, coords=coords)
+    index = {"presentation": list(presentation), "neuroid": list(neuroid)}
+    if time_bins is not None:
+        index["time_bin"] = ["time_bin_start", "time_bin_end"]
+    da = da.set_index(**{d: v for d, v in index.items() if d in dims})
+    if len(presentation) > 1:
+        assert isinstance(da.indexes["presentation"], __import__("pandas").MultiIndex)  # the multi-index brainio holds
+    da = da.reset_index(list(da.indexes))
+    ds = da.to_dataset(name=var)
+    ds.attrs.update({"identifier": "test.Toy2020", "stimulus_set_identifier": "test.toy", **(attrs or {})})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_netcdf(path, engine="h5netcdf", encoding={v: {"zlib": True, "complevel": 1} for v in ds.variables})
+
+
+def _stimulus_set(folder, ids, zipped=True, id_col="stimulus_id", stem="image_test_toy"):
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [f"{s}.png" for s in ids]
+    blobs = {}
+    for i, f in enumerate(files):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((6, 6, 3), 30 * i, np.uint8)).save(buf, format="PNG")
+        blobs[f] = buf.getvalue()
+    if zipped:
+        with zipfile.ZipFile(folder / f"{stem}.zip", "w") as zf:
+            for f, b in blobs.items():
+                zf.writestr(f, b)
+    else:
+        for f, b in blobs.items():
+            (folder / f).write_bytes(b)
+    (folder / f"{stem}.csv").write_text(f"{id_col},filename,object_name\n" + "".join(f"{s},{f},obj\n" for s, f in zip(ids, files)))
+
+
+@pytest.fixture
+def brainio_files(tmp_path):
+    """4 stimuli x 3 repetitions (shuffled presentation order), 5 neuroids (2 V4, 3 IT), 3 time bins."""
+    rng = np.random.default_rng(0)
+    stim = ["s3", "s1", "s2", "s0"]  # order of first presentation
+    pres = [(s, r) for r in (2, 0, 1) for s in stim]  # repetitions written out of order
+    data = rng.normal(size=(5, len(pres), 3)).astype(np.float32)  # neuroid, presentation, time_bin
+    nc = tmp_path / "assy_test_Toy2020" / "assy_test_Toy2020.nc"
+    _write_brainio_assembly(
+        nc, data,
+        {"stimulus_id": [s for s, _ in pres], "repetition": [r for _, r in pres], "object_name": ["obj"] * len(pres)},
+        {"neuroid_id": [f"n{i}" for i in range(5)], "region": ["V4", "V4", "IT", "IT", "IT"], "animal": ["a", "b", "a", "b", "a"]},
+        time_bins=[(70, 90), (90, 110), (110, 130)],
+    )
+    _stimulus_set(tmp_path / "image_test_toy", sorted(stim))  # brainio's cache: a sibling folder with CSV + zip
+    return nc, data, pres, stim
+
+
+def test_brainscore_assembly_region_window_repetitions(brainio_files):
+    nc, data, pres, stim = brainio_files
+    rec = load_neural(nc, region="IT", window=(90, 130))
+    assert rec.kind == "flat" and rec.stimulus_ids == stim and rec.neuroid_ids == ["n2", "n3", "n4"]
+    windowed = data[2:, :, 1:3].mean(-1)  # IT neuroids, bins 90-110 and 110-130
+    for i, s in enumerate(stim):
+        cols = [j for j, (ps, _) in enumerate(pres) if ps == s]
+        np.testing.assert_allclose(rec.responses[i], windowed[:, cols].mean(1), atol=1e-6)
+        for r in range(3):  # repeats ordered by the repetition coord, not by file order
+            j = pres.index((s, r))
+            np.testing.assert_allclose(rec.repeats[r, i], windowed[:, j], atol=1e-6)
+    assert rec.images.shape == (4, 3, 6, 6)
+    assert rec.images[0, 0, 0, 0] == pytest.approx(30 * 3 / 255)  # s3 is the 4th file of the stimulus set
+    assert rec.name == "test.Toy2020" and rec.meta["time_bins"] == [1, 2] and not rec.synthetic
+    every = load_neural(nc)  # no region / window: all neuroids, all bins
+    assert every.responses.shape == (4, 5)
+    np.testing.assert_allclose(every.responses[0], data[:, [pres.index(("s3", r)) for r in range(3)]].mean((1, 2)), atol=1e-6)
+
+
+def test_brainscore_legacy_image_id_folder_stimuli_and_no_time_bin(tmp_path):
+    data = np.arange(12, dtype=np.float32).reshape(6, 2)  # presentation x neuroid, no time_bin
+    _write_brainio_assembly(tmp_path / "a.nc", data, {"image_id": ["x", "y", "z"] * 2, "repetition": [0] * 3 + [1] * 3},
+                            {"neuroid_id": ["u", "v"], "region": ["IT", "IT"]}, dims=["presentation", "neuroid"])
+    _stimulus_set(tmp_path / "stim", ["z", "y", "x"], zipped=False, id_col="image_id", stem="legacy")
+    rec = load_neural(tmp_path / "a.nc", stimuli=tmp_path / "stim" / "legacy.csv", region="IT")
+    np.testing.assert_allclose(rec.responses, (data[:3] + data[3:]) / 2)
+    assert rec.stimulus_ids == ["x", "y", "z"] and rec.repeats.shape == (2, 3, 2)
+    with pytest.raises(ValueError, match="no time_bin"):
+        load_neural(tmp_path / "a.nc", stimuli=tmp_path / "stim", window=(70, 170))
+    assert load_neural(tmp_path / "a.nc", stimuli=tmp_path / "stim").neuroid_ids == ["u", "v"]  # the folder's CSV
+
+
+def test_brainscore_reader_errors(tmp_path, brainio_files):
+    nc, data, pres, stim = brainio_files
+    with pytest.raises(ValueError, match="no neuroid in region 'V1'.*IT"):
+        load_neural(nc, region="V1")
+    with pytest.raises(ValueError, match="no time bin lies within 200-300 ms; bins: 70-90"):
+        load_neural(nc, window=(200, 300))
+    bad = tmp_path / "elsewhere" / "bad"  # no stimulus set in a sibling folder
+    _write_brainio_assembly(bad / "nostim.nc", np.zeros((2, 3), np.float32), {"object_name": ["a", "b", "c"], "repetition": [0, 0, 0]},
+                            {"neuroid_id": ["u", "v"], "region": ["IT", "IT"]})
+    with pytest.raises(KeyError, match="stimulus_id.*object_name"):
+        load_neural(bad / "nostim.nc")
+    import xarray as xr
+
+    xr.Dataset({"data": (("stimulus", "cell"), np.zeros((2, 2)))}).to_netcdf(bad / "dims.nc", engine="h5netcdf")
+    with pytest.raises(ValueError, match="presentation x neuroid"):
+        load_neural(bad / "dims.nc")
+    _write_brainio_assembly(bad / "ok.nc", np.zeros((2, 3), np.float32), {"stimulus_id": ["a", "b", "c"], "repetition": [0, 0, 0]},
+                            {"neuroid_id": ["u", "v"], "region": ["IT", "IT"]})
+    with pytest.raises(FileNotFoundError, match="no StimulusSet CSV next to"):
+        load_neural(bad / "ok.nc")
+    _stimulus_set(tmp_path / "s2", ["a", "b"], zipped=False, stem="s")
+    with pytest.raises(KeyError, match="1 of the assembly's 3 stimuli.*'c'"):
+        load_neural(bad / "ok.nc", stimuli=tmp_path / "s2")
+    _stimulus_set(tmp_path / "s3", ["a", "b", "c"], zipped=False, stem="s")
+    (tmp_path / "s3" / "b.png").unlink()
+    with pytest.raises(FileNotFoundError, match="'b.png'"):
+        load_neural(bad / "ok.nc", stimuli=tmp_path / "s3" / "s.csv")
+    (bad / "junk.nc").write_text("not hdf5")
+    with pytest.raises(ValueError, match="not a netCDF-4"):
+        load_neural(bad / "junk.nc")
+
+
+def test_brainscore_cli_finds_stimuli_and_scores(tmp_path, flat_rec):
+    import harmonia.cli.neural_cmd  # noqa: F401
+    from harmonia.cli.main import app
+    from harmonia.neural import write_brainscore_assembly
+
+    nc = tmp_path / "assy_x" / "assy_x.nc"
+    write_brainscore_assembly(flat_rec, nc, region="IT")
+    back = load_neural(nc, region="IT", window=(70, 170))
+    np.testing.assert_allclose(back.responses, flat_rec.responses, atol=1e-5)  # repetitions averaged back
+    np.testing.assert_array_equal(back.repeats, flat_rec.repeats)
+    assert back.synthetic
+    common = ["neural", "-m", "simulated:0", "--data", str(nc), "--store", str(tmp_path / "s.sqlite"), "--plot", str(tmp_path / "p.png")]
+    r = CliRunner().invoke(app, common + ["--region", "IT", "--window", "70,170", "--pool", "2", "--regression", "ridge",
+                                          "--alpha", "cv:0.001,0.01,0.1", "--reduce", "pca:40"])
+    assert r.exit_code == 0, r.output
+    assert "* block2" in r.output and "SYNTHETIC" in r.output
+    for extra, msg in [(["--region", "V1"], "no neuroid in region"), (["--window", "0,50"], "no time bin"),
+                       (["--reduce", "pca:x"], "--reduce"), (["--alpha", "cv:a"], "--alpha"),
+                       (["--stimuli", str(tmp_path / "none.csv")], "not found")]:
+        bad = CliRunner().invoke(app, common + extra)
+        assert bad.exit_code == 2 and "error:" in bad.output and msg in " ".join(bad.output.split()), (extra, bad.output)
+
+
+# -- PCA and cross-validated ridge ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,p", [(40, 120), (120, 25)])  # Gram (n <= p) and covariance paths
+def test_pca_matches_sklearn_up_to_sign(n, p):
+    from sklearn.decomposition import PCA as SkPCA
+
+    from harmonia.neural import PCA
+
+    g = np.random.default_rng(0)
+    X = g.normal(size=(n, p)) @ g.normal(size=(p, p)) + 3.0
+    new = g.normal(size=(9, p)) @ g.normal(size=(p, p))
+    ours = PCA(15).fit(torch.tensor(X))
+    ref = SkPCA(15).fit(X)
+    a, b = ours.transform(torch.tensor(new)).numpy(), ref.transform(new)
+    np.testing.assert_allclose(a, b * np.sign((a * b).sum(0)), atol=1e-8)
+    np.testing.assert_allclose(ours.explained_variance.numpy(), ref.explained_variance_, rtol=1e-8)
+    again = PCA(15).fit(torch.tensor(X)).transform(torch.tensor(new)).numpy()
+    np.testing.assert_array_equal(a, again)  # deterministic signs
+
+
+def test_predictivity_with_pca_fitted_on_stimuli_or_separate_images(flat_rec):
+    from harmonia.neural.simulate import synthetic_images
+
+    kw = dict(regression="ridge", alpha=0.01, pool=2, folds=4, layers=["block1", "block2", "block3"])
+    res = neural_predictivity(ground_truth_model(0), flat_rec, pca=60, **kw)
+    assert res.best.layer == "block2" and all(l.n_features == 60 for l in res.layers)
+    assert res.settings["pca"] == 60 and res.settings["pca_fit"] == "stimuli"
+    other = synthetic_images(100, seed=5)
+    sep = neural_predictivity(ground_truth_model(0), flat_rec, pca=60, pca_images=other, **kw)
+    assert sep.best.layer == "block2" and sep.settings["pca_fit"] == "100 separate images"
+    assert [l.score for l in sep.layers] != [l.score for l in res.layers]
+    # responses never enter the PCA: permuting them leaves the reduced features, hence the fit basis, unchanged
+    feats = extract_features(ground_truth_model(0), torch.from_numpy(flat_rec.images), ["block2"], pool=2)
+    from harmonia.neural import pca_reduce
+
+    z1 = pca_reduce(dict(feats), 10)["block2"]
+    z2 = pca_reduce(dict(feats), 10, fit={"block2": feats["block2"]})["block2"]
+    torch.testing.assert_close(z1, z2)
+
+
+def test_ridge_cv_matches_brute_force_sklearn_grid_search():
+    from sklearn.linear_model import Ridge as SkRidge
+
+    from harmonia.neural import RidgeCV
+    from harmonia.neural.regression import ridge_path_mse
+
+    alphas = [1e-3, 1e-1, 1.0, 10.0, 100.0, 1e4]
+    for n, p in [(90, 20), (60, 150)]:  # primal and dual paths
+        X, Y = _xy(n=n, p=p, k=5, seed=2)
+        Y = Y + 8.0 * np.random.default_rng(3).normal(size=Y.shape)  # noisy: a middle alpha wins
+        inner = kfold(n, 5, seed=0)
+        brute = []
+        for a in alphas:
+            mse = []
+            for test in inner:
+                train = np.setdiff1d(np.arange(n), test)
+                pred = SkRidge(alpha=a).fit(X[train], Y[train]).predict(X[test])
+                mse.append(((pred - Y[test]) ** 2).mean())
+            brute.append(np.mean(mse))
+        np.testing.assert_allclose(ridge_path_mse(torch.tensor(X), torch.tensor(Y), inner, alphas).numpy(), brute, rtol=1e-8)
+        m = RidgeCV(alphas=alphas).fit(torch.tensor(X), torch.tensor(Y))
+        assert m.alpha_ == alphas[int(np.argmin(brute))]
+        np.testing.assert_allclose(m.predict(torch.tensor(X[:5])).numpy(),
+                                   SkRidge(alpha=m.alpha_).fit(X, Y).predict(X[:5]), atol=1e-8)
+
+
+def test_ridge_cv_is_nested_inside_outer_folds():
+    from harmonia.neural import RidgeCV
+
+    X, Y = _xy(n=100, p=30, k=4, seed=4)
+    outer = kfold(100, 4, seed=1)
+    ours = cross_validated_predictions(torch.tensor(X), torch.tensor(Y), outer, RidgeCV(alphas=(0.01, 1.0, 100.0)))
+    for test in outer:  # each outer fold's alpha is chosen on its training rows only
+        train = np.setdiff1d(np.arange(100), test)
+        inner = RidgeCV(alphas=(0.01, 1.0, 100.0)).fit(torch.tensor(X[train]), torch.tensor(Y[train]))
+        np.testing.assert_allclose(ours[test].numpy(), inner.predict(torch.tensor(X[test])).numpy(), atol=1e-10)
+
+
+def test_ridge_cv_blocks_keep_images_together_in_spatial_benchmark(spatial_rec):
+    from harmonia.neural import RidgeCV
+    from harmonia.neural.regression import ridge_path_mse
+
+    X, Y = _xy(n=40, p=12, k=3, seed=5)
+    alphas = (0.01, 1.0, 100.0, 1e4)
+    m = RidgeCV(alphas=alphas, block=5).fit(torch.tensor(X), torch.tensor(Y))
+    blocks = kfold(8, 5, seed=0)  # 8 blocks of 5 consecutive rows, split like images
+    folds = [np.concatenate([np.arange(b * 5, b * 5 + 5) for b in f]) for f in blocks]
+    torch.testing.assert_close(m.cv_mse, ridge_path_mse(torch.tensor(X), torch.tensor(Y), folds, alphas))
+    res = spatial_benchmark(ground_truth_model(0), spatial_rec, regression="ridge", alphas=[0.1, 10.0, 1000.0])
+    assert res.best.layer == "block3" and res.settings["alphas"] == [0.1, 10.0, 1000.0]

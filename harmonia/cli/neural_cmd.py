@@ -17,15 +17,22 @@ NEURAL_HELP = """Score every layer of a model against IT recordings; print the t
 
 DATA is a harmonia neural folder (neural.json + responses.npz + stimuli/), a .mat file in
 the published spatially resolved layout (imageRF x, y, time, channel, image; UniqueNames),
-or the archive root with --preset george-ml / george-pl / red. Spatial recordings run the
-maps benchmark (leave-one-image-out, per-neuron r over positions, Spearman of
-neuron-averaged maps); flat ones (stimuli x neuroids) run k-fold predictivity.
+the archive root with --preset george-ml / george-pl / red, or a Brain-Score public
+assembly (.nc, netCDF-4: presentation x neuroid, optionally x time_bin) with its StimulusSet (CSV +
+images folder or zip; --stimuli, else found next to the .nc or in brainio's sibling
+folder). Spatial recordings run the maps benchmark (leave-one-image-out, per-neuron r over
+positions, Spearman of neuron-averaged maps); flat ones (stimuli x neuroids) run k-fold
+predictivity.
 
 Examples:
 
-  harmonia neural --make-sim sim-neural          # SYNTHETIC recordings in both formats
+  harmonia neural --make-sim sim-neural          # SYNTHETIC recordings in all formats
 
   harmonia neural -m simulated:0 -m simulated:5 --data sim-neural/spatial/sim_data.mat
+
+  harmonia neural -m simulated:0 --data sim-neural/brainscore/assy_harmonia_Simulated/assy_harmonia_Simulated.nc --region IT --window 70,170 --pool 2 --reduce pca:50 --regression ridge --alpha cv
+
+  harmonia neural -m timm:resnet18 --data ~/.brainio/assy_dicarlo_MajajHong2015_public/assy_dicarlo_MajajHong2015_public.nc --region IT --window 70,170 --image-size 224 --projection 4096 --reduce pca:1000
 
   harmonia neural -m timm:resnet18 --data arcaro/ --preset george-ml --layer layer3 --layer layer4
 """
@@ -33,6 +40,31 @@ Examples:
 
 def _fmt(x: float) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def _alpha_kw(alpha: str) -> dict:
+    from harmonia.neural.regression import DEFAULT_ALPHAS
+
+    if alpha == "cv":
+        return {"alphas": list(DEFAULT_ALPHAS)}
+    try:
+        if alpha.startswith("cv:"):
+            grid = [float(a) for a in alpha[3:].split(",")]
+            if not grid or min(grid) < 0:
+                raise ValueError
+            return {"alphas": grid}
+        return {"alpha": float(alpha)}
+    except ValueError:
+        raise ValueError(f"--alpha must be a number, 'cv' or 'cv:A,B,...' (non-negative), got {alpha!r}") from None
+
+
+def _read_folder(folder: Path, size: tuple[int, int]):
+    from harmonia.neural.data import _IMAGE_EXT, read_images
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXT) if folder.is_dir() else []
+    if len(files) < 2:
+        raise ValueError(f"--pca-images {folder}: need a folder with at least 2 images")
+    return read_images(files, size=tuple(size))
 
 
 def _load_model(name: str, random_init: bool):
@@ -45,31 +77,38 @@ def _load_model(name: str, random_init: bool):
 
 
 def _make_sim(out: Path) -> None:
+    from harmonia.neural.brainscore import write_brainscore_assembly
     from harmonia.neural.data import save_recording
     from harmonia.neural.simulate import simulate_flat, simulate_spatial, write_arcaro_mat
 
     flat = simulate_flat(n_stimuli=200, n_neurons=20, layer="block2", seed=0)
     save_recording(flat, out / "flat")
+    write_brainscore_assembly(flat, out / "brainscore" / "assy_harmonia_Simulated" / "assy_harmonia_Simulated.nc")
     spatial = simulate_spatial(n_images=14, n_neurons=16, grid=(9, 9), layer="block3", seed=0)
     write_arcaro_mat(spatial, out / "spatial" / "sim_data.mat", out / "spatial" / "stimuli", window=(90, 130))
     console.print(f"[yellow]SYNTHETIC[/] recordings written to {out}: flat/ (true layer block2 of simulated:0, "
-                  f"reliability 0.8) and spatial/sim_data.mat (true layer block3, window 90-130 ms).")
+                  f"reliability 0.8; also as a Brain-Score assembly in brainscore/, region IT) and spatial/sim_data.mat (true layer block3, window 90-130 ms).")
 
 
 @app.command("neural", help=NEURAL_HELP)
 @user_errors
 def neural_command(
     model: list[str] = typer.Option([], "--model", "-m", help="Model name (timm:NAME, torchvision:NAME, efficientnet_lite0, simulated:SEED) or checkpoint. Repeat for several."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Recording: harmonia neural folder, published-layout .mat, or archive root with --preset."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Recording: harmonia neural folder, published-layout .mat, archive root with --preset, or Brain-Score assembly .nc."),
     preset: Optional[str] = typer.Option(None, help="Release preset: george-ml (130-170 ms, ch 33-63), george-pl (90-130 ms, ch 1-32), red (90-130 ms)."),
-    window: str = typer.Option("90,130", help="Time window a,b in ms for a .mat without preset."),
+    window: Optional[str] = typer.Option(None, help="Time window a,b in ms: a .mat without preset (default 90,130) or a Brain-Score .nc (time bins inside it are averaged; default: all bins)."),
+    stimuli: Optional[Path] = typer.Option(None, help="Brain-Score .nc: its StimulusSet (CSV, its folder or its zip); default: found next to the .nc or in brainio's sibling folder."),
+    region: Optional[str] = typer.Option(None, help="Brain-Score .nc: keep the neuroids of this region (e.g. IT)."),
+    image_size: Optional[int] = typer.Option(None, help="Resize stimuli to SIZE x SIZE when reading (needed when their sizes differ; saves memory)."),
     layer: list[str] = typer.Option([], "--layer", "-l", help="Layers to sweep (default: the model's stages). Repeat."),
     regression: str = typer.Option("pls", help="'pls' or 'ridge'."),
     components: int = typer.Option(25, help="PLS components."),
-    alpha: float = typer.Option(1.0, help="Ridge penalty."),
+    alpha: str = typer.Option("1", help="Ridge penalty: a number, 'cv' (chosen per training fold by nested 5-fold CV over 1e-3..1e6) or 'cv:A,B,...' (that grid)."),
     folds: int = typer.Option(5, help="Cross-validation folds (flat recordings)."),
     projection: Optional[int] = typer.Option(None, help="Flat recordings: fixed random projection of each layer to this many features (bounds memory)."),
     pool: Optional[int] = typer.Option(None, help="Flat recordings: average-pool layers to POOL x POOL before flattening."),
+    reduce: Optional[str] = typer.Option(None, help="Flat recordings: 'pca:N' (N principal components per layer, after --pool/--projection) or 'random:D' (= --projection D)."),
+    pca_images: Optional[Path] = typer.Option(None, help="Folder of images to fit the PCA on (default: the recording's stimuli; images only, never responses)."),
     ceiling: Optional[float] = typer.Option(None, help="Override the ceiling."),
     plot: Path = typer.Option(Path("neural-profile.png"), help="Where to write the layer-profile PNG."),
     random_init: bool = typer.Option(False, "--random-init", help="Random weights for timm/torchvision names."),
@@ -79,7 +118,7 @@ def neural_command(
     recompute: bool = typer.Option(False, help="Ignore cached results."),
     make_sim: Optional[Path] = typer.Option(None, "--make-sim", help="Write SYNTHETIC recordings (both formats) to this folder and exit."),
 ) -> None:
-    from harmonia.neural.data import load_neural
+    from harmonia.neural.data import NETCDF_SUFFIXES, load_neural
     from harmonia.neural.run import plot_layer_profile, run_neural
     from harmonia.store import ResultStore
     from harmonia.utils.device import resolve_device
@@ -91,18 +130,42 @@ def neural_command(
         raise ValueError("need --model and --data (or --make-sim DIR)")
     if regression not in ("pls", "ridge"):
         raise ValueError(f"unknown regression {regression!r}: use 'pls' or 'ridge'")
-    try:
-        a, b = (int(v) for v in window.split(","))
-    except ValueError:
-        raise ValueError(f"--window must be two integers 'a,b' (ms), got {window!r}") from None
-    kw = {} if preset or data.is_dir() else {"window": (a, b)}
+    win = None
+    if window is not None:
+        try:
+            a, b = (float(v) for v in window.split(","))
+        except ValueError:
+            raise ValueError(f"--window must be two numbers 'a,b' (ms), got {window!r}") from None
+        win = (a, b)
+    size = (image_size, image_size) if image_size else None
+    kw: dict = {}
+    is_nc = data.suffix.lower() in NETCDF_SUFFIXES
+    if not is_nc and (stimuli is not None or region is not None):
+        raise ValueError("--stimuli and --region apply to Brain-Score .nc assemblies only")
+    if is_nc:
+        kw = {"window": win, "stimuli": stimuli, "region": region, "image_size": size}
+    elif preset or not data.is_dir():
+        kw = {"image_size": size} if preset else {"window": tuple(int(v) for v in (win or (90, 130))), "image_size": size}
     rec = load_neural(data, preset=preset, **kw)
     if rec.synthetic:
         console.print(f"[yellow]Note:[/] {rec.name} is SYNTHETIC ({rec.description or 'simulated data'}).")
-    reg_kw = {"n_components": components} if regression == "pls" else {"alpha": alpha}
+    alpha_kw = _alpha_kw(alpha)  # validated even when unused, so a typo is never silently ignored
+    reg_kw = {"n_components": components} if regression == "pls" else alpha_kw
     opts = dict(layers=layer or None, regression=regression, batch_size=batch_size, ceiling=ceiling, **reg_kw)
+    pca = None
+    if reduce is not None:
+        kind, _, num = reduce.partition(":")
+        if kind not in ("pca", "random") or not num.isdigit() or int(num) < 1:
+            raise ValueError(f"--reduce must be 'pca:N' or 'random:D' with a positive integer, got {reduce!r}")
+        pca, projection = (int(num), projection) if kind == "pca" else (None, int(num))
+    if pca_images is not None and pca is None:
+        raise ValueError("--pca-images needs --reduce pca:N")
     if rec.kind == "flat":
-        opts.update(folds=folds, projection=projection, pool=pool)
+        opts.update(folds=folds, projection=projection, pool=pool, pca=pca)
+        if pca_images is not None:
+            opts["pca_images"] = _read_folder(pca_images, rec.images.shape[2:])
+    elif reduce is not None:
+        raise ValueError("--reduce applies to flat recordings (spatial maps use at most 600 grouped channels)")
     result_store = ResultStore(store)
     results = {}
     for name in model:

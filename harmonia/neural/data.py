@@ -37,6 +37,7 @@ import numpy as np
 from harmonia.utils.io import atomic_write, atomic_write_text
 
 FORMAT = "harmonia-neural"
+NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5")
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -153,13 +154,27 @@ def load_recording(root: str | Path) -> NeuralRecording:
 
 def read_images(paths: Sequence[Path], size: tuple[int, int] | None = None) -> np.ndarray:
     """Images as float32 N x 3 x H x W in [0, 1]; all must share a size unless ``size`` is given."""
-    from PIL import Image
-
-    out = []
     for p in paths:
         if not Path(p).is_file():
             raise FileNotFoundError(f"stimulus {p} not found")
-        with Image.open(p) as im:
+    return decode_images([lambda p=p: open(p, "rb") for p in paths], size, [str(p) for p in paths])
+
+
+def decode_images(openers: Sequence[Any], size: tuple[int, int] | None = None, names: Sequence[str] | None = None) -> np.ndarray:
+    """Decode images from callables that each return an open binary file (a path's or a zip member's).
+
+    Example:
+        >>> import io
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.new("RGB", (4, 2)).save(buf, format="PNG")
+        >>> decode_images([lambda: io.BytesIO(buf.getvalue())]).shape
+        (1, 3, 2, 4)
+    """
+    from PIL import Image
+
+    out = []
+    for i, opener in enumerate(openers):
+        with opener() as f, Image.open(f) as im:
             im = im.convert("RGB")
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
@@ -260,8 +275,10 @@ def _find_stimuli(parent: Path, names: list[str]) -> Path:
 
 
 def load_neural(path: str | Path, preset: str | None = None, **kw: Any) -> NeuralRecording:
-    """Open either format: a harmonia neural folder, a published-layout .mat, or the
-    archive root with a ``preset`` (``george-ml``, ``george-pl``, ``red``).
+    """Open any supported recording: a harmonia neural folder, a published-layout .mat, the
+    archive root with a ``preset`` (``george-ml``, ``george-pl``, ``red``), or a Brain-Score
+    assembly (``.nc``; ``kw``: ``stimuli``, ``region``, ``window``, ``image_size``, see
+    :func:`harmonia.neural.brainscore.read_brainscore`).
 
     Example:
         >>> sorted(ARCARO_PRESETS)
@@ -277,4 +294,8 @@ def load_neural(path: str | Path, preset: str | None = None, **kw: Any) -> Neura
         return load_recording(path)
     if path.suffix.lower() == ".mat":
         return read_arcaro(path, **kw)
-    raise FileNotFoundError(f"{path}: neither a harmonia neural folder nor a .mat file")
+    if path.suffix.lower() in NETCDF_SUFFIXES:
+        from harmonia.neural.brainscore import read_brainscore  # imports xarray: only when needed
+
+        return read_brainscore(path, **kw)
+    raise FileNotFoundError(f"{path}: neither a harmonia neural folder, a .mat file nor a Brain-Score .nc assembly")

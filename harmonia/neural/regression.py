@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -148,6 +148,81 @@ class Ridge:
         return (X - self.x_mean) @ self.coef + self.y_mean
 
 
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(10.0**e) for e in range(-3, 7))  # 1e-3 .. 1e6
+
+
+@dataclass
+class RidgeCV:
+    """Ridge whose alpha is chosen by an inner k-fold CV on the data it is fitted on.
+
+    Called by :func:`cross_validated_predictions` on each outer training fold, so the
+    choice never sees the outer test samples (nested CV). The criterion is the mean over
+    inner folds of the mean squared error over samples and neurons (one alpha shared by
+    all neurons) = scikit-learn's ``GridSearchCV(Ridge(), {"alpha": alphas}, cv=<the same
+    folds>, scoring="neg_mean_squared_error")``; ties go to the first alpha in the grid.
+    Each inner fold costs one eigendecomposition (of the n x n Gram matrix, or of the
+    p x p covariance when p < n), after which every alpha's predictions are a rescaling.
+    ``block`` > 1 keeps consecutive rows together (the spatial benchmark sets it to the
+    grid size, so inner folds leave whole images out, like the outer folds).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> X = torch.randn(80, 5, generator=g, dtype=torch.float64)
+        >>> Y = X @ torch.ones(5, 2, dtype=torch.float64) + 0.1 * torch.randn(80, 2, generator=g, dtype=torch.float64)
+        >>> RidgeCV(alphas=(0.01, 1000.0)).fit(X, Y).alpha_
+        0.01
+    """
+
+    alphas: Sequence[float] = DEFAULT_ALPHAS
+    inner_folds: int = 5
+    seed: int = 0
+    block: int = 1  # inner folds hold whole blocks of this many consecutive rows (one image's grid positions)
+
+    def fit(self, X: torch.Tensor, Y: torch.Tensor) -> "RidgeCV":
+        n = X.shape[0]
+        b = self.block if self.block > 1 and n % self.block == 0 and n // self.block >= 2 else 1
+        blocks = kfold(n // b, min(self.inner_folds, n // b), self.seed)
+        folds = [(f[:, None] * b + np.arange(b)).reshape(-1) for f in blocks]
+        self.cv_mse = ridge_path_mse(X, Y, folds, self.alphas)  # (alphas,) mean over inner folds
+        self.alpha_ = float(self.alphas[int(torch.argmin(self.cv_mse))])
+        self.model = Ridge(self.alpha_).fit(X, Y)
+        return self
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        return self.model.predict(X)
+
+
+def ridge_path_mse(X: torch.Tensor, Y: torch.Tensor, folds: Folds, alphas: Sequence[float]) -> torch.Tensor:
+    """Mean over ``folds`` of the held-out MSE of :class:`Ridge` for every alpha (one eigh per fold).
+
+    Example:
+        >>> X = torch.randn(30, 4, dtype=torch.float64); Y = X[:, :1]
+        >>> ridge_path_mse(X, Y, kfold(30, 3), [1e-6, 1e6]).argmin().item()
+        0
+    """
+    a = torch.as_tensor(list(alphas), dtype=X.dtype, device=X.device)
+    total = torch.zeros(len(a), dtype=X.dtype, device=X.device)
+    n = X.shape[0]
+    for test in folds:
+        test_t = torch.as_tensor(test, dtype=torch.long, device=X.device)
+        train = torch.ones(n, dtype=torch.bool, device=X.device)
+        train[test_t] = False
+        xm, ym = X[train].mean(0), Y[train].mean(0)
+        Xc, Yc, Xt = X[train] - xm, Y[train] - ym, X[test_t] - xm
+        if Xc.shape[1] > Xc.shape[0]:  # dual: coef = Xc^T U diag(1/(lam+a)) U^T Yc
+            lam, U = torch.linalg.eigh(Xc @ Xc.T)
+            A, B = (Xt @ Xc.T) @ U, U.T @ Yc
+        else:  # primal: coef = V diag(1/(lam+a)) V^T Xc^T Yc
+            lam, V = torch.linalg.eigh(Xc.T @ Xc)
+            A, B = Xt @ V, V.T @ (Xc.T @ Yc)
+        lam = lam.clamp_min(0)  # round-off can make null eigenvalues slightly negative
+        resid = Y[test_t] - ym
+        for i, alpha in enumerate(a):
+            pred = (A / (lam + alpha)) @ B
+            total[i] += (resid - pred).pow(2).mean()
+    return total / len(folds)
+
+
 def _top_left_singular_vector(M: torch.Tensor) -> torch.Tensor:
     """First left singular vector of M (p x k) from the eigh of the smaller Gram matrix.
 
@@ -168,21 +243,23 @@ def _std(x: torch.Tensor) -> torch.Tensor:
     return torch.where(s > 0, s, torch.ones_like(s))  # constant column: leave it as it is
 
 
-def make_regression(name: str, **kw: float) -> PLS | Ridge:
-    """``"pls"`` (25 components) or ``"ridge"`` (alpha=1).
+def make_regression(name: str, **kw: Any) -> PLS | Ridge | RidgeCV:
+    """``"pls"`` (25 components) or ``"ridge"`` (``alpha``, default 1; ``alphas=[...]``: alpha chosen by nested CV).
 
     Example:
-        >>> make_regression("pls").n_components
-        25
+        >>> make_regression("pls").n_components, type(make_regression("ridge", alphas=[0.1, 1.0])).__name__
+        (25, 'RidgeCV')
     """
     if name == "pls":
         return PLS(n_components=int(kw.get("n_components", 25)), scale=bool(kw.get("scale", False)))
     if name == "ridge":
+        if kw.get("alphas"):
+            return RidgeCV(alphas=tuple(float(a) for a in kw["alphas"]), inner_folds=int(kw.get("inner_folds", 5)))
         return Ridge(alpha=float(kw.get("alpha", 1.0)))
     raise ValueError(f"unknown regression {name!r}: use 'pls' or 'ridge'")
 
 
-def cross_validated_predictions(X: torch.Tensor, Y: torch.Tensor, folds: Folds, regression: PLS | Ridge) -> torch.Tensor:
+def cross_validated_predictions(X: torch.Tensor, Y: torch.Tensor, folds: Folds, regression: PLS | Ridge | RidgeCV) -> torch.Tensor:
     """Held-out predictions of Y (n x k): each fold's rows predicted by a model fitted on the others."""
     out = torch.full_like(Y, float("nan"))
     n = X.shape[0]
@@ -195,7 +272,7 @@ def cross_validated_predictions(X: torch.Tensor, Y: torch.Tensor, folds: Folds, 
     return out
 
 
-def cross_validated_pearson(X: torch.Tensor, Y: torch.Tensor, folds: Folds, regression: PLS | Ridge) -> torch.Tensor:
+def cross_validated_pearson(X: torch.Tensor, Y: torch.Tensor, folds: Folds, regression: PLS | Ridge | RidgeCV) -> torch.Tensor:
     """Per fold, per neuron Pearson r between held-out predictions and responses (folds x k).
 
     Brain-Score convention: correlation over each fold's test samples, then (by the

@@ -30,7 +30,9 @@ from harmonia.metrics import downsample, spearman
 from harmonia.neural.ceiling import pairwise_neuron_ceiling, split_half_reliability
 from harmonia.neural.data import NeuralRecording
 from harmonia.neural.features import extract_features, minmax_per_image
+from harmonia.neural.reduce import pca_reduce
 from harmonia.neural.regression import (
+    RidgeCV,
     cross_validated_predictions,
     fold_score,
     kfold,
@@ -108,13 +110,28 @@ def neural_predictivity(
     batch_size: int = 32,
     ceiling: float | None = None,
     progress: Callable[[int, int], None] | None = None,
-    **reg_kw: float,
+    pca: int | None = None,
+    pca_images: np.ndarray | torch.Tensor | None = None,
+    **reg_kw: Any,
 ) -> SweepResult:
-    """Brain-Score-style predictivity of a flat recording (stimuli x neuroids) for every layer."""
+    """Brain-Score-style predictivity of a flat recording (stimuli x neuroids) for every layer.
+
+    Each layer's features are flattened (after ``pool``), optionally randomly projected
+    (``projection``), then optionally reduced to ``pca`` principal components fitted on
+    the features of ``pca_images`` (N x 3 x H x W in [0, 1]) or, without them, of the
+    recording's stimuli (images only, never responses: :mod:`harmonia.neural.reduce`).
+    ``reg_kw``: ``n_components`` (PLS), ``alpha`` or ``alphas`` (ridge; a list picks
+    alpha by nested CV on each training fold, :class:`~harmonia.neural.regression.RidgeCV`).
+    """
     if rec.kind != "flat":
         raise ValueError(f"{rec.name} is a spatial recording: use spatial_benchmark")
-    feats = extract_features(model, torch.from_numpy(rec.images), layers, mode="flat",
-                             projection=projection, pool=pool, batch_size=batch_size, seed=seed, progress=progress)
+    flat_kw = dict(mode="flat", projection=projection, pool=pool, batch_size=batch_size, seed=seed)
+    feats = extract_features(model, torch.from_numpy(rec.images), layers, progress=progress, **flat_kw)
+    if pca:
+        fit = None
+        if pca_images is not None:  # same pooling / fixed projection as the stimuli's features
+            fit = extract_features(model, torch.as_tensor(np.asarray(pca_images, dtype=np.float32)), list(feats), **flat_kw)
+        feats = pca_reduce(feats, pca, fit)
     Y = torch.from_numpy(rec.responses).double()
     fold_idx = kfold(len(rec.stimulus_ids), folds, seed)
     ceil, ceil_kind = (ceiling, "given") if ceiling is not None else flat_ceiling(rec)
@@ -126,7 +143,8 @@ def neural_predictivity(
         s = fold_score(r)
         out.append(LayerScore(name, s, _ceiled(s, ceil), X.shape[1], np.nanmean(r.numpy(), 0).tolist()))
     settings = {"benchmark": "predictivity", "regression": regression, **reg_kw, "folds": folds, "seed": seed,
-                "projection": projection, "pool": pool, "layers": list(feats)}
+                "projection": projection, "pool": pool, "layers": list(feats), "pca": pca,
+                "pca_fit": None if not pca else ("stimuli" if pca_images is None else f"{len(pca_images)} separate images")}
     return SweepResult("flat", out, ceil, ceil_kind, settings, _reliability(rec))
 
 
@@ -163,7 +181,10 @@ def spatial_benchmark(
     out = []
     for name, f in feats.items():
         X = minmax_per_image(f).double().reshape(n * gy * gx, -1)
-        pred = cross_validated_predictions(X, Y, fold_idx, make_regression(regression, **reg_kw))
+        reg = make_regression(regression, **reg_kw)
+        if isinstance(reg, RidgeCV):
+            reg.block = gy * gx  # inner CV leaves whole images out too: neighbouring positions are not independent
+        pred = cross_validated_predictions(X, Y, fold_idx, reg)
         r = torch.stack([pearson_columns(pred[torch.as_tensor(t)], Y[torch.as_tensor(t)]) for t in fold_idx])
         s = fold_score(r)
         pred_map = pred.reshape(n, gy, gx, k).mean(-1)
@@ -190,7 +211,7 @@ def _nanmean(t: torch.Tensor) -> float:
 def score_recording(model: torch.nn.Module, rec: NeuralRecording, **kw: Any) -> SweepResult:
     """Dispatch on the recording's kind (spatial -> maps benchmark, flat -> predictivity)."""
     if rec.kind == "spatial":
-        for k in ("folds", "seed", "projection", "pool"):
+        for k in ("folds", "seed", "projection", "pool", "pca", "pca_images"):
             kw.pop(k, None)
         return spatial_benchmark(model, rec, **kw)
     for k in ("max_channels", "down"):
