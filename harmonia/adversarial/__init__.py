@@ -8,10 +8,14 @@ Example:
 """
 
 from harmonia.adversarial.alignment import (
+    GROUPINGS,
+    LEAST_LIKELY,
+    SKIPPED,
     AdversarialResult,
     adversarial_alignment,
     aggregate_attack_rows,
     alignment_scores,
+    resolve_targets,
 )
 from harmonia.adversarial.figure import save_attack_figure
 from harmonia.adversarial.grouping import ANIMATE_INANIMATE, GroupedLogits
@@ -19,6 +23,9 @@ from harmonia.adversarial.maps import PERTURBATION_REDUCERS, perturbation_map
 
 __all__ = [
     "ANIMATE_INANIMATE",
+    "GROUPINGS",
+    "LEAST_LIKELY",
+    "SKIPPED",
     "AdversarialResult",
     "GroupedLogits",
     "PERTURBATION_REDUCERS",
@@ -26,5 +33,6 @@ __all__ = [
     "aggregate_attack_rows",
     "alignment_scores",
     "perturbation_map",
+    "resolve_targets",
     "save_attack_figure",
 ]

@@ -12,21 +12,70 @@ aggregates and never averaged as numbers. Keyed and resumable like
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
 from harmonia import __version__
+from harmonia.adversarial.grouping import ANIMATE_INANIMATE, GroupedLogits
 from harmonia.adversarial.maps import perturbation_map
 from harmonia.attacks import FMN, FOOLED, MISCLASSIFIED, NOT_FOOLED, Attack, AttackResult
 from harmonia.evaluation import Ceiling
 from harmonia.metrics import MapScorer, summarize
 from harmonia.store import ResultStore, cache_key, dataset_fingerprint
 from harmonia.utils.device import resolve_device
+
+
+SKIPPED = "skipped"  # targeted: the image's label is the target (nothing to attack)
+LEAST_LIKELY = "least_likely"
+GROUPINGS: dict[str, tuple[range, ...]] = {"animate_inanimate": ANIMATE_INANIMATE}
+
+Target = Union[int, str, Mapping[str, int]]
+
+
+def resolve_targets(target: Target, ids: Sequence[str], clean_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Target class per image: a class index for all, ``"least_likely"`` (argmin of the clean
+    logits) or a mapping image id -> class.
+
+    Example:
+        >>> resolve_targets(2, ["a", "b"]).tolist(), resolve_targets({"a": 1, "b": 0}, ["b"]).tolist()
+        ([2, 2], [0])
+    """
+    if isinstance(target, str):
+        if target.replace("-", "_") != LEAST_LIKELY:
+            raise ValueError(f"unknown target {target!r}: a class index, 'least_likely' or a mapping id -> class")
+        if clean_logits is None:
+            raise ValueError("least_likely targets need the clean logits")
+        return clean_logits.argmin(1)
+    if isinstance(target, Mapping):
+        missing = [i for i in ids if i not in target]
+        if missing:
+            raise ValueError(f"no target class for image {missing[0]!r} ({len(missing)} images without one)")
+        return torch.tensor([int(target[i]) for i in ids], dtype=torch.long)
+    return torch.full((len(ids),), int(target), dtype=torch.long)
+
+
+def _target_setting(target: Target | None) -> Any:
+    """JSON-able cache-key part of a target (a digest for a per-image mapping)."""
+    if target is None or isinstance(target, (int, str)):
+        return target
+    blob = json.dumps({str(k): int(v) for k, v in target.items()}, sort_keys=True).encode()
+    return {"per_image_sha256": hashlib.sha256(blob).hexdigest()}
+
+
+def _groups(grouping: str | Sequence[Sequence[int]]) -> list[list[int]]:
+    if isinstance(grouping, str):
+        key = grouping.replace("-", "_").replace("/", "_")
+        if key not in GROUPINGS:
+            raise ValueError(f"unknown grouping {grouping!r}; valid: {', '.join(GROUPINGS)}")
+        grouping = GROUPINGS[key]
+    return [list(g) for g in grouping]
 
 
 def alignment_scores(images: torch.Tensor, result: AttackResult, human_maps: torch.Tensor,
@@ -69,8 +118,12 @@ def aggregate_attack_rows(rows: list[dict[str, Any]], ceiling: Ceiling | None) -
     agg: dict[str, Any] = {"n_images": len(rows)}
     for st in (FOOLED, MISCLASSIFIED, NOT_FOOLED):
         agg[f"n_{st}"] = sum(r["status"] == st for r in rows)
-    attacked = [r for r in rows if r["status"] != MISCLASSIFIED]
-    agg["accuracy"] = len(attacked) / len(rows) if rows else math.nan
+    n_skipped = sum(r["status"] == SKIPPED for r in rows)
+    if n_skipped:
+        agg[f"n_{SKIPPED}"] = n_skipped
+    attacked = [r for r in rows if r["status"] not in (MISCLASSIFIED, SKIPPED)]
+    judged = len(rows) - n_skipped  # skipped images were not classified
+    agg["accuracy"] = len(attacked) / judged if judged else math.nan
     agg["success_rate"] = agg[f"n_{FOOLED}"] / len(attacked) if attacked else math.nan
     for key in ("l2", "linf", "eps"):
         vals = [r[key] for r in rows if r["status"] == FOOLED and r.get(key) is not None]
@@ -111,6 +164,8 @@ def adversarial_alignment(
     recompute: bool = False,
     progress: Callable[[int, int], None] | None = None,
     on_batch: Callable[[dict[str, Any], AttackResult, list[dict[str, Any]]], None] | None = None,
+    target: Target | None = None,
+    grouping: str | Sequence[Sequence[int]] | None = None,
 ) -> AdversarialResult:
     """Tolerance and adversarial alignment of ``model`` on ``dataset`` (labels = true classes).
 
@@ -121,7 +176,15 @@ def adversarial_alignment(
         attack: a minimal-norm attack; defaults to ``FMN()`` (as the 2025 protocol).
         reducer: perturbation map reducer, ``"abs_mean"`` (2023) or ``"abs_max"`` (2025).
         ceiling: divide the mean Spearman by it (``alignment``); None: raw Spearman only.
-        on_batch: called with each batch, its attack result and its rows (figures).
+        on_batch: called with each batch, its attack result and its rows (figures); with a
+            target, batch and rows are restricted to the attacked (not skipped) images.
+        target: targeted attack: a class index, ``"least_likely"`` (the clean image's
+            least likely class; one more forward per image, counted in its row) or a mapping
+            image id -> class. Images whose label is the target get status "skipped".
+        grouping: attack a grouped decision instead of the class: ``"animate_inanimate"``
+            (the 2025 task: ImageNet classes 0-397 vs 398-999, max logit within each group)
+            or a list of class groups; labels map to their group and the attack flips the
+            group decision. Exclusive with ``target``.
 
     Example:
         >>> from harmonia.data import HarmoniaDataset  # doctest: +SKIP
@@ -130,6 +193,11 @@ def adversarial_alignment(
     """
     attack = attack or FMN()
     perturbation_map(torch.zeros(1, 3, 1, 1), reducer)  # validate before any work
+    if target is not None and grouping is not None:
+        raise ValueError("a grouped decision has two outcomes: an untargeted attack already aims at the other group")
+    if isinstance(target, str):
+        resolve_targets(target, [], torch.zeros(0, 2))  # validate the name
+    groups = _groups(grouping) if grouping is not None else None
     if isinstance(ceiling, (int, float)):
         ceiling = Ceiling(float(ceiling), "user")
     dev = resolve_device(device)
@@ -144,6 +212,11 @@ def adversarial_alignment(
         "reducer": reducer,
         "limit": limit,
     }
+    # only when set: the keys of untargeted, ungrouped runs stay as they were
+    if target is not None:
+        settings["target"] = _target_setting(target)
+    if groups is not None:
+        settings["grouping"] = grouping if isinstance(grouping, str) else groups
     key = cache_key(settings)
     meta = {
         "model": getattr(model, "name", type(model).__name__),
@@ -155,7 +228,10 @@ def adversarial_alignment(
         "reducer": reducer,
         "norm_space": "[0, 1] pixels",
         "harmonia_version": __version__,
+        "target": _target_setting(target),
+        "grouping": grouping if isinstance(grouping, str) or grouping is None else groups,
     }
+    attacked_model: Callable = GroupedLogits(model, groups) if groups is not None else model
     if store is not None:
         run = store.get_run(key)
         if run is not None and recompute:
@@ -180,18 +256,44 @@ def adversarial_alignment(
         images = batch["image"].to(dev)
         human = batch["map"].to(dev)
         labels = torch.as_tensor(batch["label"], device=dev)
-        res = attack(model, images, labels)
-        rho = alignment_scores(images, res, human, reducer)
+        ids = [str(i) for i in batch["id"]]
+        att_labels = attacked_model.group_of(labels) if groups is not None else labels
+        targets, extra_fwd = None, 0
+        if target is not None:
+            clean = None
+            if isinstance(target, str):
+                with torch.no_grad():
+                    clean = attacked_model(images)
+                extra_fwd = 1  # the forward that chose the target, charged to each image
+            targets = resolve_targets(target, ids, clean).to(dev)
+        sel = torch.arange(len(ids), device=dev) if targets is None else (targets != att_labels).nonzero().squeeze(1)
+        res = attack(attacked_model, images[sel], att_labels[sel], None if targets is None else targets[sel])
+        rho = alignment_scores(images[sel], res, human[sel], reducer)
+        attacked_rows = dict(zip(sel.tolist(), zip(res.rows(), rho.tolist())))
         batch_rows = []
-        for j, (image_id, r) in enumerate(zip(batch["id"], res.rows())):
-            row = {"image_id": image_id, "label": int(labels[j]), **r, "spearman": float(rho[j])}
+        for j, image_id in enumerate(ids):
+            row: dict[str, Any] = {"image_id": image_id, "label": int(labels[j])}
+            if groups is not None:
+                row["group"] = int(att_labels[j])
+            if targets is not None:
+                row["target"] = int(targets[j])
+            if j in attacked_rows:
+                r, rh = attacked_rows[j]
+                row.update(r, spearman=float(rh))
+                row["forwards"] += extra_fwd
+            else:
+                row.update(status=SKIPPED, l2=math.nan, linf=math.nan, forwards=extra_fwd, backwards=0,
+                           spearman=math.nan)
             if "budget" in row:  # the store keeps flat rows; the budget is a property of the run
                 row["budget"] = str(row["budget"])
             batch_rows.append(row)
         if store is not None:
             store.add_rows(key, batch_rows)
         if on_batch is not None:
-            on_batch(batch, res, batch_rows)
+            idx = sel.tolist()
+            sub = {k: v[sel.to(v.device)] if isinstance(v, torch.Tensor) else [v[i] for i in idx]
+                   for k, v in batch.items()}
+            on_batch(sub, res, [batch_rows[i] for i in idx])
         rows.extend(batch_rows)
         finished += len(batch_rows)
         if progress:

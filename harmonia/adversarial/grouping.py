@@ -40,7 +40,10 @@ class GroupedLogits(nn.Module):
         lut = torch.full((max(max(g) for g in self.groups) + 1,), -1, dtype=torch.long)
         for i, g in enumerate(self.groups):
             lut[g] = i
-        out = lut[labels.cpu()]
+        lab = labels.cpu()
+        if bool(((lab < 0) | (lab >= len(lut))).any()):
+            raise ValueError(f"a label is outside the grouped classes 0-{len(lut) - 1}")
+        out = lut[lab]
         if bool((out < 0).any()):
             raise ValueError("a label belongs to no group")
         return out.to(labels.device)

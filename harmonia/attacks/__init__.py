@@ -3,7 +3,7 @@
 Call shape (all attacks): ``atk(model, images, labels, targets=None) -> AttackResult``.
 
 - Minimal-norm (:class:`MinimalNormAttack`): :class:`FMN` and :class:`DDN` (L2, ours,
-  early stopping per sample) and :class:`PGDBisection2023` (the 2023 reference protocol).
+  early stopping per sample), :class:`FMNLinf` (Linf FMN) and :class:`PGDBisection2023` (the 2023 reference protocol).
 - Fixed budget (:class:`FixedBudgetAttack`): :class:`PGDSphereL2` (3-step L2 PGD on the
   eps-sphere).
 
@@ -31,7 +31,7 @@ from harmonia.attacks.base import (
     margin,
 )
 from harmonia.attacks.ddn import DDN
-from harmonia.attacks.fmn import FMN
+from harmonia.attacks.fmn import FMN, FMNLinf
 from harmonia.attacks.pgd import PGDBisection2023, PGDSphereL2, pgd_sphere
 from harmonia.attacks.registry import ATTACKS, create_attack
 
@@ -41,6 +41,7 @@ __all__ = [
     "AttackResult",
     "DDN",
     "FMN",
+    "FMNLinf",
     "FOOLED",
     "FixedBudgetAttack",
     "MISCLASSIFIED",

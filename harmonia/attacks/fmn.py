@@ -1,7 +1,7 @@
-"""Fast Minimum-Norm attack, L2 (Pintor, Roli, Brendel, Biggio, NeurIPS 2021), our implementation.
+"""Fast Minimum-Norm attack, L2 and Linf (Pintor, Roli, Brendel, Biggio, NeurIPS 2021), our implementation.
 
 Each step: one forward + backward of the logit margin (negative when adversarial) at
-``x + delta``; then the radius eps is adapted -- shrunk by ``(1 - gamma)`` (never above
+``x + delta`` (its gradient: see ``loss`` below); then the radius eps is adapted -- shrunk by ``(1 - gamma)`` (never above
 the best norm found) when ``x + delta`` is adversarial, grown by ``(1 + gamma)`` when it is
 not but an adversarial was found before, and before any is found set by a linear
 extrapolation to the boundary, ``||delta|| + margin / ||grad||``; ``delta`` takes a step of
@@ -18,6 +18,19 @@ Deviations from the paper (why):
 - ``alpha`` and ``gamma`` follow a per-sample plateau schedule with early stopping
   (:class:`~harmonia.attacks.tracker.BestTracker`); ``patience=None`` restores the
   paper's cosine annealing over ``steps``.
+- Until a sample has found its first adversarial, the step follows the gradient of the
+  log-sum-exp margin ``z_y - logsumexp_{j != y} z_j`` (``loss="lse_margin"``, default;
+  the softmax-weighted mix of the other classes, i.e. the cross-entropy direction that DDN
+  and the 2023 PGD follow) instead of the margin to the current runner-up; after it, the
+  paper's margin. Why: the runner-up class at the clean image is often not the class with
+  the nearest boundary, and FMN then converges to that farther boundary. Measured on the
+  benchmark's small CNN (16 images): the paper's margin landed in another class than DDN
+  on 5 of 16 images, with a median 10% above DDN's; lse_margin found DDN's classes and a
+  median 0.94x the 2023 bisection's (margin: 1.03x), at the same 27 gradient evaluations.
+  On EfficientNet-Lite0 it was at or below the margin's norm on each of 6 images. With two
+  classes both losses are the margin. ``loss="margin"`` restores the paper.
+- Early stopping with ``patience=5`` (DDN: 10): on both benchmark models the same median
+  as with 10, with 35-55% fewer gradient evaluations (the analytic tests still pass).
 - The extrapolated radius is multiplied by ``(1 + gamma)``.
 On a locally linear model the plain extrapolation lands *exactly* on the boundary, where the
 margin is 0, not negative; the iterate can then sit there for many steps until rounding
@@ -29,9 +42,11 @@ shrinking phase removes the excess.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 from harmonia.attacks.base import MinimalNormAttack, PassCounter, flat_norm, margin, view_n
 from harmonia.attacks.tracker import BestTracker
@@ -48,6 +63,10 @@ class FMN(MinimalNormAttack):
             improved by ``rtol`` for this many steps; None runs all steps.
         rtol: relative improvement that counts for early stopping.
         relative_step: step length ``alpha * eps`` (default) instead of ``alpha``; see the module doc.
+        levels: number of step-size levels of the plateau schedule.
+        loss: gradient followed: ``"lse_margin"`` (default: log-sum-exp margin until the
+            first adversarial, then the margin), ``"margin"`` (the paper) or ``"lse"``
+            (log-sum-exp margin throughout). The adversarial test always uses the margin.
 
     Example:
         >>> import torch, torch.nn as nn
@@ -62,10 +81,12 @@ class FMN(MinimalNormAttack):
     name = "fmn"
 
     def __init__(self, steps: int = 1000, alpha_init: float = 1.0, alpha_final: float | None = None,
-                 gamma_init: float = 0.05, gamma_final: float = 0.001, patience: int | None = 10,
-                 rtol: float = 1e-3, relative_step: bool = True, levels: int = 4) -> None:
+                 gamma_init: float = 0.05, gamma_final: float = 0.001, patience: int | None = 5,
+                 rtol: float = 1e-3, relative_step: bool = True, levels: int = 4, loss: str = "lse_margin") -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
+        if loss not in ("margin", "lse", "lse_margin"):
+            raise ValueError(f"loss must be 'margin', 'lse' or 'lse_margin', got {loss!r}")
         self.steps = int(steps)
         self.alpha_init = float(alpha_init)
         self.alpha_final = float(alpha_final) if alpha_final is not None else self.alpha_init / 100
@@ -75,6 +96,7 @@ class FMN(MinimalNormAttack):
         self.rtol = float(rtol)
         self.relative_step = bool(relative_step)
         self.levels = int(levels)
+        self.loss = loss
 
     def budget(self) -> dict[str, Any]:
         return {"steps": self.steps}
@@ -90,21 +112,34 @@ class FMN(MinimalNormAttack):
             xa, d = x[active], delta[active]
             ya = labels[active]
             ta = targets[active] if targets is not None else None
-            _, loss, g = counter.loss_grad(model, xa + d, lambda z: margin(z, ya, ta), active)
+            margins: list[torch.Tensor] = []
+
+            found_a = best.found[active]
+
+            def loss_fn(z: torch.Tensor, ya=ya, ta=ta, found_a=found_a) -> torch.Tensor:
+                margins.append(margin(z.detach(), ya, ta))  # the adversarial test, from this same forward
+                if self.loss == "margin":
+                    return margin(z, ya, ta)
+                if self.loss == "lse":
+                    return lse_margin(z, ya, ta)
+                return torch.where(found_a, margin(z, ya, ta), lse_margin(z, ya, ta))
+
+            _, _, g = counter.loss_grad(model, xa + d, loss_fn, active)
+            loss = margins.pop()
             is_adv = loss < 0
-            dn = flat_norm(d)
+            dn = flat_norm(d, self._p)
             best.update(active, xa + d, is_adv, dn, k)
             gamma = best.value(active, self.gamma_init, self.gamma_final, k)
             alpha = best.value(active, self.alpha_init, self.alpha_final, k)
             gn = flat_norm(g).clamp_min(1e-12)
+            gd = flat_norm(g, self._dual).clamp_min(1e-12)  # margin / ||grad||_dual: distance to a linear boundary
             found = best.found[active]
             e = eps[active]
             e = torch.where(is_adv, torch.minimum(e * (1 - gamma), best.norm[active]),
-                            torch.where(found, e * (1 + gamma), (dn + loss.clamp_min(0) / gn) * (1 + gamma)))
+                            torch.where(found, e * (1 + gamma), (dn + loss.clamp_min(0) / gd) * (1 + gamma)))
             eps[active] = e
             step = alpha * e if self.relative_step else alpha
-            d = d - view_n(step, g) * g / view_n(gn, g)
-            d = d * view_n(torch.clamp(e / flat_norm(d).clamp_min(1e-12), max=1.0), d)
+            d = self._step_project(d, g, gn, step, e)
             delta[active] = (xa + d).clamp(0, 1) - xa
             keep = ~best.advance(k + 1)[active]
             active = active[keep]
@@ -114,5 +149,66 @@ class FMN(MinimalNormAttack):
             xa = x[active] + delta[active]
             z = counter.logits(model, xa, active)
             ta = targets[active] if targets is not None else None
-            best.update(active, xa, margin(z, labels[active], ta) < 0, flat_norm(delta[active]), self.steps)
+            best.update(active, xa, margin(z, labels[active], ta) < 0, flat_norm(delta[active], self._p), self.steps)
         return best.adv, best.found, None
+
+    _p: float = 2
+    _dual: float = 2
+
+    def _step_project(self, d: torch.Tensor, g: torch.Tensor, gn: torch.Tensor, step: torch.Tensor | float,
+                      eps: torch.Tensor) -> torch.Tensor:
+        """A step of L2 length ``step`` down the margin gradient, then into the L2 ball of radius ``eps``."""
+        d = d - view_n(torch.as_tensor(step, device=d.device), g) * g / view_n(gn, g)
+        return d * view_n(torch.clamp(eps / flat_norm(d).clamp_min(1e-12), max=1.0), d)
+
+
+def lse_margin(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`margin` with the max over the other classes replaced by a log-sum-exp.
+
+    Its gradient mixes the other classes by their softmax weights (the direction of the
+    cross-entropy gradient, as DDN and the 2023 PGD use) instead of following only the
+    current runner-up; with two classes it equals the margin.
+
+    Example:
+        >>> round(float(lse_margin(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))[0]), 4)
+        2.0
+    """
+    cls = labels if targets is None else targets
+    own = logits.gather(1, cls[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), -math.inf).logsumexp(1)
+    return own - other if targets is None else other - own
+
+
+class FMNLinf(FMN):
+    """L-infinity Fast Minimum-Norm attack (the FMN paper's Linf variant), early stopping per sample.
+
+    Same loop and schedule as :class:`FMN`; the norm-specific parts are Linf: the radius
+    extrapolation uses the dual norm (``||delta||_inf + margin / ||grad||_1``, exact for a
+    linear margin), the step is the Linf steepest-descent direction ``-sign(grad)`` of Linf
+    length ``alpha * eps`` (``alpha`` with ``relative_step=False``) and the projection onto
+    the Linf ball of radius eps is a clamp. Why sign steps (the paper steps along the
+    L2-normalised gradient for every norm): with a step relative to an Linf radius, an
+    L2-normalised step of length ``alpha * eps`` moves each of the d pixels by only about
+    ``eps / sqrt(d)``, so the iterate barely moves in the Linf ball; the sign step reaches
+    the ball's vertices, where the Linf minimum of a locally linear margin lies.
+
+    Args: as :class:`FMN` (norms in Linf units).
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+        >>> x = torch.full((4, 3, 2, 2), 0.5)
+        >>> res = FMNLinf(steps=50)(net, x, net(x).argmax(1))
+        >>> bool(res.success.all()), bool((res.linf <= res.l2).all())
+        (True, True)
+    """
+
+    name = "fmn_linf"
+    _p = math.inf
+    _dual = 1
+
+    def _step_project(self, d, g, gn, step, eps):
+        step = torch.as_tensor(step, device=d.device)
+        d = d - view_n(step, g) * g.sign()
+        return torch.maximum(torch.minimum(d, view_n(eps, d)), -view_n(eps, d))

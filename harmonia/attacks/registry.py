@@ -6,11 +6,12 @@ from typing import Any
 
 from harmonia.attacks.base import Attack
 from harmonia.attacks.ddn import DDN
-from harmonia.attacks.fmn import FMN
+from harmonia.attacks.fmn import FMN, FMNLinf
 from harmonia.attacks.pgd import PGDBisection2023, PGDSphereL2
 
 ATTACKS: dict[str, type[Attack]] = {
     "fmn": FMN,
+    "fmn_linf": FMNLinf,
     "ddn": DDN,
     "pgd_bisection_2023": PGDBisection2023,
     "pgd_sphere_l2": PGDSphereL2,

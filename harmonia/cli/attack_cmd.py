@@ -17,11 +17,19 @@ ATTACK_HELP = """Minimal adversarial perturbations and how well they line up wit
 
 For every image the model classifies correctly, a minimal-norm attack (FMN by
 default, as in the 2025 revision; --attack ddn or pgd_bisection_2023) finds the smallest L2
-perturbation (in [0, 1] pixel space) that changes the decision: its norm is the
-perturbation tolerance. The Spearman correlation of the perturbation's
-map (|mean over channels|, 2023; or |max|, 2025: --reducer abs_max) with the human map
-is the adversarial alignment (divided by the ceiling unless --ceiling none). Misclassified
-and not-fooled images are counted, never given a norm. Per-image rows go to the store.
+perturbation (in [0, 1] pixel space; --norm linf: the smallest Linf one, with the Linf FMN)
+that changes the decision: its norm is the perturbation tolerance. Both norms (L2 and Linf)
+of each perturbation are reported whatever the attack. The Spearman correlation of the
+perturbation's map (|mean over channels|, 2023; or |max|, 2025: --reducer abs_max) with the
+human map is the adversarial alignment (divided by the ceiling unless --ceiling none).
+Misclassified and not-fooled images are counted, never given a norm. Per-image rows go to
+the store.
+
+The decision attacked: by default any other class (untargeted). --target makes it
+targeted: a class index, 'least-likely' (each clean image's least likely class) or
+'column:NAME' (an integer column NAME added to the split's index.csv); images whose label is
+the target are skipped. --grouping animate-inanimate attacks the 2025 two-way task instead
+(ImageNet classes 0-397 vs 398-999, max logit within each group; the attack flips the group).
 
 Examples:
 
@@ -30,7 +38,66 @@ Examples:
   harmonia attack -m timm:resnet18 --data D --attack "ddn:steps=500" --reducer abs_max
 
   harmonia attack -m M --data D --attack pgd_bisection_2023 --ceiling none --figures figs/
+
+  harmonia attack -m efficientnet_lite0 -d D --grouping animate-inanimate --reducer abs_max
+
+  harmonia attack -m M -d D --norm linf --target least-likely
+
+  harmonia attack -m M -d D --target 3
+
+  harmonia attack -m M -d D --target column:goal
 """
+
+NORM_ATTACKS = {"l2": {"fmn", "ddn", "pgd_bisection_2023"}, "linf": {"fmn_linf"}}
+
+
+def _attack_for_norm(spec: str, norm: Optional[str]) -> str:
+    """The attack spec for ``--norm``: fmn becomes fmn_linf for linf; other mismatches are errors."""
+    name, sep, opts = spec.partition(":")
+    name = name.strip().replace("-", "_")
+    if norm is None:
+        return spec
+    norm = norm.lower()
+    if norm not in NORM_ATTACKS:
+        raise ValueError(f"unknown norm {norm!r}; valid: l2, linf")
+    if norm == "linf" and name == "fmn":
+        name = "fmn_linf"
+    elif norm == "l2" and name == "fmn_linf":
+        name = "fmn"
+    if name not in NORM_ATTACKS[norm]:
+        raise ValueError(f"attack {name!r} does not minimise the {norm} norm; {norm} attacks: "
+                         f"{', '.join(sorted(NORM_ATTACKS[norm]))}")
+    return name + sep + opts
+
+
+def _parse_target(text: Optional[str], dataset) -> object:
+    """--target: None, a class index, 'least_likely' or {image id: class} from an index.csv column."""
+    import csv
+
+    if text is None:
+        return None
+    t = text.strip()
+    if t.lstrip("-").isdigit():
+        if int(t) < 0:
+            raise ValueError(f"--target {t}: a class index is >= 0")
+        return int(t)
+    if t.replace("-", "_").lower() == "least_likely":
+        return "least_likely"
+    if t.startswith("column:"):
+        col = t[len("column:"):]
+        index = dataset.split_dir / "index.csv"
+        with index.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if col not in (reader.fieldnames or []):
+                raise ValueError(f"--target {t}: {index} has no column {col!r} (columns: {', '.join(reader.fieldnames or [])})")
+            out = {}
+            for row in reader:
+                try:
+                    out[row["id"]] = int(row[col])
+                except (TypeError, ValueError):
+                    raise ValueError(f"--target {t}: image {row['id']!r} has target {row[col]!r}, not a class index") from None
+        return out
+    raise ValueError(f"--target {t!r}: expected a class index, 'least-likely' or 'column:NAME'")
 
 
 def _fmt(x: object, pct: bool = False) -> str:
@@ -46,6 +113,9 @@ def attack_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset directory in harmonia's format."),
     split: Optional[str] = typer.Option(None, help="Dataset split (default: the only one, else 'test', else 'val')."),
     attack: str = typer.Option("fmn", "--attack", "-a", help="Attack spec: fmn (default, as the 2025 protocol), ddn, pgd_bisection_2023, optionally with options, e.g. 'fmn:steps=1000'."),
+    norm: Optional[str] = typer.Option(None, help="Norm to minimise: l2 (fmn, ddn, pgd_bisection_2023) or linf (fmn -> fmn_linf). Default: the attack's."),
+    target: Optional[str] = typer.Option(None, help="Targeted attack: a class index, 'least-likely' or 'column:NAME' (a column of the split's index.csv). Default: untargeted."),
+    grouping: Optional[str] = typer.Option(None, help="Attack a grouped decision: 'animate-inanimate' (2025: ImageNet classes 0-397 vs 398-999)."),
     reducer: str = typer.Option("abs_mean", help="Perturbation map: abs_mean (|mean| over channels, 2023) or abs_max (|max|, 2025)."),
     size: Optional[int] = typer.Option(None, help="Resize images and maps to SIZE x SIZE (the 2023 protocol: 224)."),
     ceiling: str = typer.Option("auto", help="Ceiling to normalise alignment: a number, 'auto' or 'none'."),
@@ -68,22 +138,31 @@ def attack_command(
     from harmonia.models import load
     from harmonia.store import ResultStore
 
-    atk = create_attack(attack)
+    if target is not None and grouping is not None:
+        raise ValueError("--target and --grouping exclude each other (a two-way decision has one other group)")
+    atk = create_attack(_attack_for_norm(attack, norm))
     if not isinstance(atk, MinimalNormAttack):
-        raise ValueError(f"{attack!r} is a fixed-budget attack; tolerance needs a minimal-norm one (fmn, ddn, pgd_bisection_2023)")
+        raise ValueError(f"{attack!r} is a fixed-budget attack; tolerance needs a minimal-norm one (fmn, fmn_linf, ddn, pgd_bisection_2023)")
+    if grouping is not None:
+        from harmonia.adversarial.alignment import _groups
+
+        _groups(grouping)  # validate before loading anything
     perturbation_map(torch.zeros(1, 3, 1, 1), reducer)  # validate the reducer before loading anything
     dataset = HarmoniaDataset(data, split=split, size=size)
     if len(dataset) == 0:
         raise ValueError(f"{data}: split {dataset.split!r} has no images")
+    tgt = _parse_target(target, dataset)
     result_store = ResultStore(store)
     ceil = resolve_ceiling(dataset, ceiling, store=result_store)
     if dataset.info.synthetic:
         console.print(f"[yellow]Note:[/] {data} is a SYNTHETIC dataset ({dataset.info.description or 'simulated data'}).")
 
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    table = Table(title=f"Adversarial alignment on {dataset.info.name} / {dataset.split} ({n} images), {atk!r}")
-    cols = ("model", "fooled", "misclassified", "not fooled", "median L2", "median Linf", "spearman",
-            "alignment", "fwd / img", "bwd / img", "cached")
+    task = "untargeted" if tgt is None and grouping is None else (f"grouping {grouping}" if grouping else
+                                                                 f"target {target}")
+    table = Table(title=f"Adversarial alignment on {dataset.info.name} / {dataset.split} ({n} images), {atk!r}, {task}")
+    cols = ("model", "fooled", "misclassified", "not fooled", *(("skipped",) if tgt is not None else ()),
+            "median L2", "median Linf", "spearman", "alignment", "fwd / img", "bwd / img", "cached")
     for col in cols:
         table.add_column(col, justify="left" if col == "model" else "right")
     for name in model:
@@ -105,15 +184,22 @@ def attack_command(
         with progress_callback(f"{name} / {atk.name}") as update:
             res = adversarial_alignment(m, dataset, atk, reducer=reducer, store=result_store, ceiling=ceil,
                                         batch_size=batch_size, device=device, limit=limit,
-                                        recompute=recompute, progress=update, on_batch=on_batch)
+                                        recompute=recompute, progress=update, on_batch=on_batch,
+                                        target=tgt, grouping=grouping)
         a = res.aggregates
         table.add_row(name, str(a["n_fooled"]), str(a["n_misclassified"]), str(a["n_not_fooled"]),
+                      *((str(a.get("n_skipped", 0)),) if tgt is not None else ()),
                       _fmt(a.get("l2_median")), _fmt(a.get("linf_median")), _fmt(a["spearman"]["mean"]),
                       _fmt(a.get("alignment"), pct=True), f"{a['forwards_mean']:.1f}", f"{a['backwards_mean']:.1f}",
                       "yes" if res.cached else "no")
     console.print(table)
-    console.print(f"tolerance = minimal L2 norm of the perturbation in [0, 1] pixel space (median over fooled images); "
+    which = "Linf" if atk.name == "fmn_linf" else "L2"
+    console.print(f"tolerance = minimal {which} norm of the perturbation in [0, 1] pixel space (median over fooled images); "
                   f"not-fooled images resisted the budget {atk.budget()}")
+    if tgt is not None:
+        console.print("skipped = images whose label is the target (not attacked)")
+    if grouping is not None:
+        console.print(f"labels and decisions are groups ({grouping}); misclassified = wrong group")
     if ceil is not None:
         console.print(f"alignment = mean Spearman (perturbation map, {reducer}) / ceiling {ceil.value:.4f} ({ceil.source})")
     console.print(f"results stored in {result_store.path}  (see `harmonia results list`)")
