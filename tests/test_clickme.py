@@ -527,3 +527,67 @@ def test_cli_convert(tmp_path):
     assert r.exit_code == 2 and "record 1" in r.output
     h = runner.invoke(app, ["data", "convert", "--help"])
     assert h.exit_code == 0 and "harmonia data convert clickme/val" in h.output
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+def test_torchvision_and_pil_jpeg_decoders_agree():
+    """The reader decodes JPEGs with torchvision (faster); PIL must give the same pixels."""
+    from harmonia.data.clickme import _decode_encoded
+
+    import skimage.data as sd
+
+    rng = np.random.default_rng(0)
+    photo = sd.astronaut()
+    cases = [(_jpeg(photo[:256, :256]), 3), (_jpeg(_smooth_image(rng), quality=75), 3),
+             (_jpeg((rng.random((256, 256)) * 255).astype(np.uint8)), 1),  # heatmap
+             (_jpeg((rng.random((64, 80)) * 255).astype(np.uint8)), 3)]  # grey JPEG read as RGB
+    buf = io.BytesIO()
+    Image.fromarray(photo[:100, :120]).save(buf, format="JPEG", quality=90, subsampling=0, progressive=True)
+    cases.append((buf.getvalue(), 3))
+    for data, channels in cases:
+        with Image.open(io.BytesIO(data)) as im:
+            ref = np.array(im.convert("RGB") if channels == 3 else im)
+        ours = _decode_encoded(data, "x", "image", channels).numpy()
+        np.testing.assert_array_equal(ours.reshape(ref.shape), ref)
+    # errors still name the record, whichever decoder saw the bytes first
+    with pytest.raises(ClickMeFormatError, match="rec 3: cannot decode image"):
+        _decode_encoded(cases[0][0][:400], "rec 3", "image", 3)
+    with pytest.raises(ClickMeFormatError, match="3 channels, expected 1"):
+        _decode_encoded(cases[0][0], "rec 3", "heatmap", 1)
+
+
+@pytest.mark.parametrize("preprocess", ["release", "none", ClickMePreprocess(image_size=128, blur_resolution=32)])
+def test_uint8_output_with_batched_preprocessing_matches_per_item(tmp_path, preprocess):
+    _write_harmonization(tmp_path / "val-0.tfrecords", 3)
+    _write_harmonization(tmp_path / "val-1.tfrecords", 2, seed=1)
+    ref = list(ClickMeDataset(tmp_path, preprocess=preprocess))
+    for ds in (ClickMeDataset(tmp_path, preprocess=preprocess, output="uint8"),
+               ClickMeIndexedDataset(tmp_path, preprocess=preprocess, output="uint8")):
+        loader = torch.utils.data.DataLoader(ds, batch_size=4)
+        batches = list(loader)
+        assert batches[0]["image"].dtype == torch.uint8 and batches[0]["map"].dtype == torch.uint8
+        assert batches[0]["image"].shape == (4, 3, 256, 256) and batches[0]["map"].shape == (4, 256, 256)
+        done = [ds.finish_batch(b) for b in batches]
+        images = torch.cat([b["image"] for b in done])
+        maps = torch.cat([b["map"] for b in done])
+        assert [i for b in done for i in b["id"]] == [it["id"] for it in ref]
+        assert images.dtype == torch.float32 and maps.dtype == torch.float32
+        torch.testing.assert_close(images, torch.stack([it["image"] for it in ref]), rtol=0, atol=1e-5)
+        ref_maps = torch.stack([it["map"] for it in ref])
+        torch.testing.assert_close(maps, ref_maps, rtol=1e-5, atol=1e-5 * float(ref_maps.abs().max()))
+        # a separate cache key: batched numbers agree to ~1e-5, not bit for bit
+        assert ds.config() != ClickMeDataset(tmp_path, preprocess=preprocess).config()
+    float_ds = ClickMeDataset(tmp_path, preprocess=preprocess)
+    assert float_ds.finish_batch(ref[0]) is ref[0]  # float32 output: nothing deferred
+
+
+def test_uint8_output_rejects_raw_float_records_and_bad_values(tmp_path):
+    _write_raw(tmp_path / "clickme1.tfrecords", 1, 256)
+    with pytest.raises(ClickMeFormatError, match="raw float32"):
+        list(ClickMeDataset(tmp_path / "clickme1.tfrecords", output="uint8"))
+    with pytest.raises(ValueError, match="output"):
+        ClickMeDataset(tmp_path, output="float16")
+    with pytest.raises(ValueError, match="uint8"):
+        ClickMePreprocess().from_uint8(torch.zeros(1, 3, 8, 8), torch.zeros(1, 8, 8))

@@ -103,3 +103,53 @@ def test_ceiling_resolution(tiny_dataset, tmp_path):
     subj = HarmoniaDataset(write_tiny_dataset(tmp_path / "s", n=6, subjects=4))
     c = resolve_ceiling(subj, "auto")
     assert "computed" in c.source and 0.5 < c.value <= 1.0
+
+
+def test_human_stats_cache_is_reused_and_invalidated(tiny_model, tiny_dataset, tmp_path):
+    from harmonia.metrics import MapScorer, MapStatsCache
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    cache = MapStatsCache()
+    ds = HarmoniaDataset(tiny_dataset)
+    plain = evaluate(tiny_model, ds, batch_size=4, human_cache=False)
+    first = evaluate(tiny_model, ds, store=store, batch_size=4, human_cache=cache)
+    assert len(cache) == len(ds) and cache.hits == 0
+    # another model on the same data reuses the human statistics; scores are unchanged
+    again = evaluate(tiny_model, ds, store=store, batch_size=4, human_cache=cache, recompute=True)
+    assert cache.hits == 3 and len(cache) == len(ds)
+    by_id = {r["image_id"]: r["spearman"] for r in plain.rows}
+    for res in (first, again):
+        assert {r["image_id"]: r["spearman"] for r in res.rows} == pytest.approx(by_id, nan_ok=True, abs=0)
+        assert {r["image_id"]: r["dice"] for r in res.rows} == pytest.approx(
+            {r["image_id"]: r["dice"] for r in plain.rows}, nan_ok=True, abs=0)
+    # other scorer settings (map preparation), other reading settings, changed data: new entries
+    evaluate(tiny_model, ds, scorer=MapScorer(blur_sigma=1.0), store=store, batch_size=4, human_cache=cache)
+    assert len(cache) == 2 * len(ds)
+    evaluate(tiny_model, HarmoniaDataset(tiny_dataset, size=16), store=store, batch_size=4, human_cache=cache)
+    assert len(cache) == 3 * len(ds)
+    p = tiny_dataset / "test" / "maps" / "im001.npy"
+    np.save(p, np.load(p)[::-1].copy())  # the same values elsewhere: other ranks
+    changed = evaluate(tiny_model, HarmoniaDataset(tiny_dataset), store=store, batch_size=4, human_cache=cache)
+    assert len(cache) == 4 * len(ds)
+    fresh = evaluate(tiny_model, HarmoniaDataset(tiny_dataset), batch_size=4, human_cache=False)
+    assert [r["spearman"] for r in changed.rows] == pytest.approx([r["spearman"] for r in fresh.rows], nan_ok=True, abs=0)
+    # without a store there is no content fingerprint: the cache is not used at all
+    n = len(cache)
+    evaluate(tiny_model, ds, batch_size=4, human_cache=cache)
+    assert len(cache) == n
+
+
+def test_clickme_uint8_output_evaluates_like_float32(tiny_model, tmp_path):
+    from harmonia.data import ClickMeDataset, ClickMeIndexedDataset, ClickMePreprocess
+    from tests.test_clickme import _write_harmonization
+
+    _write_harmonization(tmp_path / "val-0.tfrecords", 3)  # labels 0..2: the tiny model's classes
+    _write_harmonization(tmp_path / "val-1.tfrecords", 3, seed=1)
+    pre = ClickMePreprocess(image_size=32, blur_resolution=16)
+    ref = evaluate(tiny_model, ClickMeIndexedDataset(tmp_path, preprocess=pre), batch_size=4)
+    fast = evaluate(tiny_model, ClickMeIndexedDataset(tmp_path, preprocess=pre, output="uint8"), batch_size=4)
+    assert len(fast.rows) == 6
+    for m in ("spearman", "dice", "iou"):
+        assert [r[m] for r in fast.rows] == pytest.approx([r[m] for r in ref.rows], abs=1e-5, nan_ok=True)
+    assert [r["pred"] for r in fast.rows] == [r["pred"] for r in ref.rows]
+    assert ClickMeDataset(tmp_path, output="uint8").config()["output"] == "uint8"

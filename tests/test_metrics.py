@@ -365,3 +365,66 @@ def test_scorer_unknown_metric_lists_valid_ones():
         MapScorer(metrics=("spearman", "auc"))
     with pytest.raises(ValueError):
         MapScorer(blur_sigma=-1.0)
+
+
+# ---------------------------------------------------------------- statistics shared by the scores
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "constant_nan", "negative_float64"])
+def test_scores_from_stats_equal_direct_scores(kind):
+    from harmonia.metrics import map_stats, overlap_from_stats, overlap_top, spearman_from_stats
+
+    rng = np.random.default_rng(3)
+    if kind == "random":
+        a, b = rng.random((5, 20, 20)), rng.random((5, 20, 20))
+    elif kind == "ties":
+        a, b = quantised(rng, (5, 20, 20), 4), quantised(rng, (5, 20, 20), 6)
+    elif kind == "constant_nan":
+        a, b = quantised(rng, (5, 20, 20), 4), rng.random((5, 20, 20))
+        a[1], b[2, 3, 4] = 2.0, np.nan
+    else:
+        a, b = rng.standard_normal((5, 20, 20)), rng.standard_normal((5, 20, 20))
+        a[0, 0, 0] = -0.0
+    dtype = torch.float64 if kind == "negative_float64" else torch.float32
+    ta, tb = torch.tensor(a, dtype=dtype), torch.tensor(b, dtype=dtype)
+    sa, sb = map_stats(ta, q=0.9), map_stats(tb, q=0.9)
+    # bit-identical to the direct functions, also after compaction (float32 ranks) and chunking
+    for s in (sb, sb.compact(), map_stats(tb, q=0.9, chunk_elements=500)):
+        torch.testing.assert_close(spearman_from_stats(sa, s), spearman(ta, tb), rtol=0, atol=0, equal_nan=True)
+        for ours, ref in zip(overlap_from_stats(sa, s), overlap_top(ta, tb, 0.9)):
+            torch.testing.assert_close(ours, ref, rtol=0, atol=0, equal_nan=True)
+    assert_same(spearman_from_stats(sa, sb), scipy_spearman(a, b))
+    np.testing.assert_array_equal(sa.mask.view(5, 20, 20).numpy(), top_mask(ta, 0.9).numpy())
+
+
+def test_scorer_with_precomputed_human_stats_is_identical():
+    rng = np.random.default_rng(4)
+    model, human = torch.rand(4, 32, 32), torch.tensor(quantised(rng, (4, 16, 16), 5), dtype=torch.float32)
+    for scorer in (MapScorer(), MapScorer(metrics=("spearman",)), MapScorer(metrics=("iou",), q=0.8),
+                   MapScorer(blur_sigma=1.0, downsample=2)):
+        direct = scorer(model, human)
+        cached = scorer(model, human, human_stats=scorer.human_stats(human).compact())
+        assert list(cached) == list(scorer.metrics)
+        for m in scorer.metrics:
+            torch.testing.assert_close(cached[m], direct[m], rtol=0, atol=0, equal_nan=True)
+    with pytest.raises(ValueError, match="rows"):
+        MapScorer()(model, human, human_stats=MapScorer().human_stats(human[:2]))
+
+
+def test_map_stats_cache_scopes_budget_and_clear():
+    from harmonia.metrics import MapStatsCache, map_stats
+
+    maps = torch.rand(3, 8, 8)
+    stats = map_stats(maps, q=0.9)
+    row_bytes = stats.compact().row(0).nbytes
+    cache = MapStatsCache(max_bytes=2 * row_bytes)  # room for two rows only
+    cache.put("s1", ["a", "b", "c"], stats)
+    assert len(cache) == 2 and cache.get("s1", ["c"]) is None  # full: the third row was not stored
+    got = cache.get("s1", ["b", "a"])
+    torch.testing.assert_close(got.centred.double(), stats.centred[[1, 0]], rtol=0, atol=0)
+    assert torch.equal(got.mask, stats.mask[[1, 0]])
+    assert cache.get("s2", ["a"]) is None  # another scope (other data or settings) never hits
+    cache.clear()
+    assert len(cache) == 0 and cache.nbytes == 0 and cache.get("s1", ["a"]) is None
+    with pytest.raises(ValueError, match="ids"):
+        cache.put("s1", ["a"], stats)

@@ -40,6 +40,7 @@ import os
 import random
 import re
 import struct
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -52,6 +53,9 @@ from harmonia.data.example import ExampleDecodeError, decode_example
 from harmonia.data.tfrecord import TFRecordError, iter_records, read_record_at, record_offsets
 
 FORMATS = ("harmonization", "clickme1", "adversarial")
+# "float32": preprocessed items (the release's numbers); "uint8": decoded pixels only, the
+# preprocessing deferred to whole batches on the device (``finish_batch``), ffcv-style.
+OUTPUTS = ("float32", "uint8")
 RAW_SIDE = {"clickme1": 256, "adversarial": 224}
 _RAW_BY_BYTES = {side * side * 3 * 4: fmt for fmt, side in RAW_SIDE.items()}
 _ENCODED_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG (the release's decoder takes both)
@@ -163,13 +167,54 @@ def _int_feature(features: dict[str, Any], name: str, where: str, required: bool
     return int(v[0])
 
 
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_tv_decode_jpeg: Any = None
+
+
+def _torchvision_jpeg(data: bytes, channels: int) -> torch.Tensor | None:
+    """libjpeg-turbo through ``torchvision.io.decode_jpeg`` (about 1.2x PIL's speed on these
+    256 x 256 JPEGs, same pixels: both use libjpeg-turbo's defaults), as H x W x C uint8;
+    None when it cannot give what PIL would (errors, CMYK, colour where grey is expected),
+    so that PIL decides, and words the error."""
+    global _tv_decode_jpeg
+    if _tv_decode_jpeg is None:
+        try:
+            from torchvision.io import ImageReadMode, decode_jpeg
+        except ImportError:  # pragma: no cover - torchvision is a dependency
+            _tv_decode_jpeg = False
+            return None
+        _tv_decode_jpeg = lambda t: decode_jpeg(t, mode=ImageReadMode.UNCHANGED)  # noqa: E731
+    if _tv_decode_jpeg is False:
+        return None
+    try:
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its image codecs (for torchcodec) and warns on
+            # every call; if they go away, the import above fails and PIL does the work.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            out = _tv_decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    except RuntimeError:
+        return None
+    c = out.shape[0]
+    if c == channels:
+        return out.permute(1, 2, 0)
+    if c == 1 and channels == 3:  # greyscale image: PIL's convert("RGB") repeats the grey level
+        return out.permute(1, 2, 0).expand(-1, -1, 3)
+    return None
+
+
 def _decode_encoded(data: bytes, where: str, what: str, channels: int) -> torch.Tensor:
     """JPEG/PNG bytes -> uint8 tensor H x W x C (C = 3 for images, 1 for heatmaps).
 
-    PIL decodes with libjpeg-turbo's defaults (accurate integer IDCT, fancy upsampling), as
-    TensorFlow's decode_jpeg does by default. ``tobytes`` + ``frombuffer`` skips the
-    slower numpy array-interface route.
+    JPEGs go through torchvision's libjpeg-turbo decoder, everything else (PNG, JPEGs it
+    declines) through PIL; both decode with libjpeg-turbo's defaults (accurate integer IDCT,
+    fancy upsampling), as TensorFlow's decode_jpeg does by default (tests check that the
+    two give identical pixels). For PIL, ``tobytes`` + ``frombuffer`` skips the slower
+    numpy array-interface route.
     """
+    if data.startswith(_JPEG_MAGIC):
+        out = _torchvision_jpeg(data, channels)
+        if out is not None:
+            return out
     try:
         with Image.open(io.BytesIO(data)) as im:
             if channels == 3 and im.mode != "RGB":
@@ -200,8 +245,14 @@ def _decode_raw(data: bytes, side: int, channels: int, where: str, what: str) ->
     return arr
 
 
-def decode_clickme(features: dict[str, Any], fmt: str, preprocess: ClickMePreprocess, where: str) -> dict[str, Any]:
+def decode_clickme(
+    features: dict[str, Any], fmt: str, preprocess: ClickMePreprocess, where: str, output: str = "float32"
+) -> dict[str, Any]:
     """Decoded Example features of one record -> item dict (without ``id``).
+
+    ``output="uint8"`` (JPEG/PNG records only) skips the preprocessing: ``image`` is the
+    decoded uint8 3 x H x W, ``map`` the uint8 H x W; :meth:`ClickMePreprocess.from_uint8`
+    finishes whole batches later (on the device), to the same numbers.
 
     Example:
         >>> import numpy as np
@@ -219,7 +270,16 @@ def decode_clickme(features: dict[str, Any], fmt: str, preprocess: ClickMePrepro
         if not image_bytes.startswith(_ENCODED_MAGIC):
             raise ClickMeFormatError(f"{where}: 'image' is not JPEG/PNG but this file's first record was")
         image_u8 = _decode_encoded(image_bytes, where, "image", 3).permute(2, 0, 1)
-        heatmap = _decode_encoded(heatmap_bytes, where, "heatmap", 1)[..., 0].float()
+        heatmap_u8 = _decode_encoded(heatmap_bytes, where, "heatmap", 1)[..., 0]
+        if output == "uint8":
+            if tuple(heatmap_u8.shape) != tuple(image_u8.shape[-2:]):
+                raise ClickMeFormatError(f"{where}: heatmap is {tuple(heatmap_u8.shape)}, image is "
+                                         f"{tuple(image_u8.shape[-2:])}; they must match")
+            item = {"image": image_u8.contiguous(), "map": heatmap_u8.contiguous(), "label": label}
+            if click_count is not None:
+                item["click_count"] = click_count
+            return item
+        heatmap = heatmap_u8.float()
         # One pass each: HWC uint8 -> contiguous CHW float32 (contiguous items collate faster).
         image = torch.empty(image_u8.shape, dtype=torch.float32)
         if preprocess.image_size is None or tuple(image_u8.shape[-2:]) == (preprocess.image_size,) * 2:
@@ -230,6 +290,9 @@ def decode_clickme(features: dict[str, Any], fmt: str, preprocess: ClickMePrepro
             scale = 255.0
         clamp = False  # bilinear resizing cannot leave 0..255
     elif fmt in RAW_SIDE:
+        if output == "uint8":
+            raise ClickMeFormatError(f"{where}: output='uint8' needs JPEG/PNG records (harmonization layout); "
+                                     f"{fmt} records are raw float32: read them with output='float32'")
         side = RAW_SIDE[fmt]
         img = _decode_raw(image_bytes, side, 3, where, "image")
         hm = _decode_raw(heatmap_bytes, side, 1, where, "heatmap")
@@ -266,9 +329,31 @@ def _resolve_preprocess(preprocess: ClickMePreprocess | str | None, fmt: str) ->
     raise ValueError(f"preprocess must be a ClickMePreprocess, 'release', 'none' or None, got {preprocess!r}")
 
 
-def _check_format_arg(format: str) -> None:
+def _check_format_arg(format: str, output: str = "float32") -> None:
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"format must be 'auto' or one of {', '.join(FORMATS)}, got {format!r}")
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+
+
+def _finish_batch(batch: dict[str, Any], preprocess: ClickMePreprocess | str | None, output: str) -> dict[str, Any]:
+    if output == "float32":
+        return batch
+    pre = _resolve_preprocess(preprocess, "harmonization")  # uint8 output: JPEG/PNG records only
+    out = dict(batch)
+    out["image"], out["map"] = pre.from_uint8(batch["image"], batch["map"])
+    return out
+
+
+def _config(preprocess: ClickMePreprocess | str | None, format: str, output: str) -> dict[str, Any]:
+    config = {
+        "format": "clickme",
+        "clickme_format": format,
+        "preprocess": preprocess.config() if isinstance(preprocess, ClickMePreprocess) else (preprocess or "release"),
+    }
+    if output != "float32":  # batched preprocessing agrees to ~1e-5, not bit for bit: its own key
+        config["output"] = output
+    return config
 
 
 def _decode_example(data: bytes, where: str) -> dict[str, Any]:
@@ -285,8 +370,11 @@ def iter_clickme_file(
     verify_crc: bool = True,
     start: int = 0,
     step: int = 1,
+    output: str = "float32",
 ) -> Iterator[dict[str, Any]]:
     """Stream the items of one ClickMe file (records ``start, start + step, ...``).
+
+    ``output``: "float32" (preprocessed) or "uint8" (decoded only; see :func:`decode_clickme`).
 
     Example:
         >>> import tempfile, numpy as np
@@ -298,7 +386,7 @@ def iter_clickme_file(
         >>> next(iter_clickme_file(path))["id"]
         'val-0-0'
     """
-    _check_format_arg(format)
+    _check_format_arg(format, output)
     path = Path(path)
     fmt = None if format == "auto" else format
     pre: ClickMePreprocess | None = None
@@ -310,7 +398,7 @@ def iter_clickme_file(
                 fmt = detect_format(features, where)
             if pre is None:
                 pre = _resolve_preprocess(preprocess, fmt)
-            item = decode_clickme(features, fmt, pre, where)
+            item = decode_clickme(features, fmt, pre, where, output)
             item["id"] = f"{path.stem}-{index}"
             yield item
     except TFRecordError as e:
@@ -376,6 +464,9 @@ class ClickMeDataset(torch.utils.data.IterableDataset):
     Files are shared out whole when there are at least as many as consumers (ranks x
     workers), else records are strided. ``shuffle`` permutes the file order per epoch
     (seeded; call :meth:`set_epoch`). ``len()`` counts records from headers only.
+    ``output="uint8"`` (JPEG/PNG shards): items carry the decoded uint8 image and map, a
+    quarter of the bytes to collate and pass between processes; call :meth:`finish_batch`
+    on each batch (after moving it to the device) for the preprocessed float32 tensors.
 
     Example:
         >>> import tempfile, numpy as np
@@ -398,10 +489,12 @@ class ClickMeDataset(torch.utils.data.IterableDataset):
         verify_crc: bool = True,
         shuffle: bool = False,
         seed: int = 0,
+        output: str = "float32",
     ) -> None:
         super().__init__()
-        _check_format_arg(format)
+        _check_format_arg(format, output)
         _resolve_preprocess(preprocess, "harmonization")  # validate early
+        self.output = output
         self.shards = list_shards(paths)
         _check_unique_stems(self.shards)
         self.preprocess = preprocess
@@ -432,7 +525,12 @@ class ClickMeDataset(torch.utils.data.IterableDataset):
         if info is not None:
             files, start, step = _split(files, info.id, info.num_workers, start, step)
         for path in files:
-            yield from iter_clickme_file(path, self.preprocess, self.format, self.verify_crc, start, step)
+            yield from iter_clickme_file(path, self.preprocess, self.format, self.verify_crc, start, step, self.output)
+
+    def finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The preprocessing deferred to batches (``output="uint8"``), on the batch's device;
+        the batch unchanged otherwise. Same numbers as the float32 items (to ~1e-5)."""
+        return _finish_batch(batch, self.preprocess, self.output)
 
     def count(self, path: Path) -> int:
         if path not in self._counts:
@@ -453,12 +551,7 @@ class ClickMeDataset(torch.utils.data.IterableDataset):
 
     def config(self) -> dict[str, Any]:
         """Reading settings that change what items look like (part of cache keys)."""
-        pre = self.preprocess
-        return {
-            "format": "clickme",
-            "clickme_format": self.format,
-            "preprocess": pre.config() if isinstance(pre, ClickMePreprocess) else (pre or "release"),
-        }
+        return _config(self.preprocess, self.format, self.output)
 
 
 class ClickMeIndexedDataset(torch.utils.data.Dataset):
@@ -485,9 +578,11 @@ class ClickMeIndexedDataset(torch.utils.data.Dataset):
         preprocess: ClickMePreprocess | str | None = None,
         format: str = "auto",
         verify_crc: bool = True,
+        output: str = "float32",
     ) -> None:
-        _check_format_arg(format)
+        _check_format_arg(format, output)
         _resolve_preprocess(preprocess, "harmonization")
+        self.output = output
         self.shards = list_shards(paths)
         _check_unique_stems(self.shards)
         self.preprocess = preprocess
@@ -546,18 +641,20 @@ class ClickMeIndexedDataset(torch.utils.data.Dataset):
         index = i - self._starts[k]
         fmt = self._format(k)
         item = decode_clickme(
-            self._read(k, index), fmt, _resolve_preprocess(self.preprocess, fmt), _where(self.shards[k], index)
+            self._read(k, index), fmt, _resolve_preprocess(self.preprocess, fmt), _where(self.shards[k], index),
+            self.output,
         )
         item["id"] = f"{self.shards[k].stem}-{index}"
         return item
 
     def config(self) -> dict[str, Any]:
-        pre = self.preprocess
-        return {
-            "format": "clickme",
-            "clickme_format": self.format,
-            "preprocess": pre.config() if isinstance(pre, ClickMePreprocess) else (pre or "release"),
-        }
+        """Reading settings that change what items look like (part of cache keys)."""
+        return _config(self.preprocess, self.format, self.output)
+
+    def finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The preprocessing deferred to batches (``output="uint8"``), on the batch's device;
+        the batch unchanged otherwise. Same numbers as the float32 items (to ~1e-5)."""
+        return _finish_batch(batch, self.preprocess, self.output)
 
     def files(self) -> Iterator[Path]:
         """Every file the content depends on (for content hashing)."""

@@ -177,6 +177,30 @@ class ClickMePreprocess:
             m = gaussian_blur_same(m, _kernel(int(self.blur_kernel_size), float(self.blur_sigma)))
         return tf_resize_bilinear(m, out_size)  # type: ignore[arg-type]
 
+    def from_uint8(self, images: torch.Tensor, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded uint8 records -> what the float32 ClickMe readers give, for whole batches.
+
+        ``images``: uint8 (N x) 3 x H x W, ``heatmaps``: uint8 (N x) H x W, on any device
+        (run it after moving a batch to the GPU: the resizes and the blur are batched there).
+        Returns float32 images in [0, 1] and float32 maps, the per-item path's operations in
+        the same order (so equal to ~1e-6 relative; only batched kernels' summation order
+        can differ).
+
+        Example:
+            >>> img, hm = ClickMePreprocess().from_uint8(torch.zeros(2, 3, 256, 256, dtype=torch.uint8),
+            ...                                          torch.zeros(2, 256, 256, dtype=torch.uint8))
+            >>> tuple(img.shape), tuple(hm.shape), img.dtype
+            ((2, 3, 224, 224), (2, 224, 224), torch.float32)
+        """
+        if images.dtype != torch.uint8 or heatmaps.dtype != torch.uint8:
+            raise ValueError(f"from_uint8 expects uint8 images and maps, got {images.dtype} and {heatmaps.dtype}")
+        image = images.float()
+        if self.image_size is None or tuple(image.shape[-2:]) == _as_size(self.image_size):
+            image = image.div_(255.0)  # no resize: convert and scale together, as the readers do
+        else:
+            image = self.image(image).div_(255.0)  # 0..255 as the release; divided after the resize
+        return image, self.heatmap(heatmaps.float()).contiguous()
+
     def __call__(self, image: torch.Tensor, heatmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.image(image), self.heatmap(heatmap)
 

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from harmonia.metrics.maps import as_tensor, prepare_maps
-from harmonia.metrics.overlap import dice_top, iou_top, overlap_top
+from harmonia.metrics.overlap import dice_top, iou_top
 from harmonia.metrics.spearman import spearman
+from harmonia.metrics.stats import MapStats, map_stats, overlap_from_stats, spearman_from_stats
 
 METRICS: dict[str, Callable[..., torch.Tensor]] = {
     "spearman": lambda a, b, q: spearman(a, b),
@@ -57,8 +58,35 @@ class MapScorer:
         if not 0.0 <= self.q <= 1.0:
             raise ValueError(f"q must be in [0, 1], got {self.q}")
 
-    def __call__(self, model_maps: Any, human_maps: Any) -> dict[str, torch.Tensor]:
-        """Scores as ``{metric: tensor of shape (N,)}`` (float64, on the maps' device)."""
+    def _needs(self) -> tuple[bool, float | None]:
+        # what map_stats must compute for these metrics: ranks, and the top-mask quantile
+        return "spearman" in self.metrics, (self.q if {"dice", "iou"} & set(self.metrics) else None)
+
+    def human_stats(self, human_maps: Any) -> MapStats:
+        """Statistics of N x H x W human maps (prepared as :meth:`__call__` prepares them).
+
+        They depend only on the human maps and this scorer's settings, so they can be
+        computed once per dataset and passed back as ``human_stats`` for every model.
+
+        Example:
+            >>> scorer, human = MapScorer(), torch.rand(2, 16, 16)
+            >>> model = torch.rand(2, 16, 16)
+            >>> cached = scorer(model, human, human_stats=scorer.human_stats(human))
+            >>> all(torch.equal(cached[m], scorer(model, human)[m]) for m in scorer.metrics)
+            True
+        """
+        human = as_tensor(human_maps).detach()
+        if human.ndim != 3:
+            raise ValueError(f"expected N x H x W maps, got {tuple(human.shape)}")
+        ranks, q = self._needs()
+        return map_stats(prepare_maps(human, self.blur_sigma, self.downsample), ranks=ranks, q=q)
+
+    def __call__(self, model_maps: Any, human_maps: Any, human_stats: MapStats | None = None) -> dict[str, torch.Tensor]:
+        """Scores as ``{metric: tensor of shape (N,)}`` (float64, on the maps' device).
+
+        ``human_stats``: :meth:`human_stats` of ``human_maps`` computed earlier (e.g. cached
+        per dataset); the scores are the same, without re-ranking the human maps.
+        """
         model = as_tensor(model_maps).detach()
         human = as_tensor(human_maps).detach().to(model.device)
         if model.ndim != 3 or human.ndim != 3:
@@ -71,12 +99,18 @@ class MapScorer:
             model = F.interpolate(model.unsqueeze(1), size=size, mode="bilinear", align_corners=False,
                                   antialias=shrink).squeeze(1)
         model = prepare_maps(model, self.blur_sigma, self.downsample)
-        human = prepare_maps(human, self.blur_sigma, self.downsample)
-        if "dice" in self.metrics and "iou" in self.metrics:  # share the top-mask computation
-            scores = dict(zip(("dice", "iou"), overlap_top(model, human, self.q)))
-        else:
-            scores = {}
-        return {m: scores[m] if m in scores else METRICS[m](model, human, self.q) for m in self.metrics}
+        ranks, q = self._needs()
+        # One sort per map serves Spearman and the top-q masks (see harmonia.metrics.stats).
+        ms = map_stats(model, ranks=ranks, q=q)
+        hs = self.human_stats(human) if human_stats is None else human_stats.to(model.device)
+        if len(hs) != model.shape[0]:
+            raise ValueError(f"human_stats has {len(hs)} rows for {model.shape[0]} maps")
+        scores: dict[str, torch.Tensor] = {}
+        if ranks:
+            scores["spearman"] = spearman_from_stats(ms, hs)
+        if q is not None:
+            scores["dice"], scores["iou"] = overlap_from_stats(ms, hs)
+        return {m: scores[m] for m in self.metrics}
 
     def config(self) -> dict[str, Any]:
         """JSON-able settings (part of results-cache keys): any change here changes scores."""

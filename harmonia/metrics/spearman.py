@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from harmonia.metrics.maps import as_pair
@@ -37,18 +38,50 @@ def _sort_keys(x: torch.Tensor) -> torch.Tensor:
     return keys if bool(keys.min() >= 0) else x
 
 
-def _flat_ranks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _keys_to_values(sorted_keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Undo :func:`_sort_keys` on sorted keys: the map's values, sorted, in ``dtype``."""
+    if sorted_keys.dtype == dtype:
+        return sorted_keys
+    if dtype == torch.float32:
+        return sorted_keys.to(torch.int32).view(torch.float32)  # int64 from the packed sort
+    return sorted_keys.view(dtype)
+
+
+def _sort_rows(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.sort(keys, dim=1)``, faster on the CPU for non-negative int32 keys.
+
+    There each key goes to the high 32 bits of an int64 and its column to the low 32, so
+    one values-only sort (numpy's SIMD sort, about 1.7x faster than torch's argsort for
+    224 x 224 rows) yields the sorted keys and the order. Ties come out in column order,
+    which changes nothing downstream: tied values share their average rank.
+    """
+    n, d = keys.shape
+    if keys.device.type != "cpu" or keys.dtype != torch.int32 or d >= 2**31:
+        return torch.sort(keys, dim=1)
+    packed = keys.to(torch.int64)
+    packed <<= 32  # keys are >= 0 (checked by _sort_keys), so this cannot overflow
+    packed |= torch.arange(d, dtype=torch.int64)
+    packed = torch.from_numpy(np.sort(packed.numpy(), axis=1))
+    order = packed & 0xFFFFFFFF
+    packed >>= 32
+    return packed, order
+
+
+def _flat_ranks(
+    x: torch.Tensor, return_sorted: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Average ranks of each row plus ``row * D`` (ranks in the flattened, row-sorted batch),
-    and which rows hold a NaN.
+    which rows hold a NaN, and (``return_sorted``) each row's values sorted ascending.
 
     The row offset lets every tie group of the batch be numbered by one flat cumsum and
     located by one ``nonzero``, so that later work is per group, not per row; callers
     remove the offset (``rank_average``) or fold it into the centring (``spearman``).
+    The sorted values give quantiles for free (top-10% masks share this one sort).
     """
     n, d = x.shape
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()  # exact widening; keeps ties as they are, and sort is faster in float32
-    sorted_x, order = torch.sort(_sort_keys(x), dim=1)
+    sorted_x, order = _sort_rows(_sort_keys(x))
     # Sorts put NaNs last, so a row holds a NaN iff its largest element is one.
     has_nan = torch.isnan(x.gather(1, order[:, -1:])).view(n)
     # A new tie group starts at each row's first element and wherever a sorted value
@@ -56,6 +89,7 @@ def _flat_ranks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     new_group = torch.empty(n, d, dtype=torch.bool, device=x.device)
     new_group[:, 0] = True
     torch.ne(sorted_x[:, 1:], sorted_x[:, :-1], out=new_group[:, 1:])
+    values = _keys_to_values(sorted_x, x.dtype) if return_sorted else None
     del sorted_x
     flags = new_group.view(-1)
     # 1-based group ids (int32 when they fit: half the memory traffic of int64).
@@ -69,7 +103,7 @@ def _flat_ranks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     group_rank = torch.zeros(starts.numel() + 1, dtype=torch.float64, device=x.device)
     torch.mul((starts + ends + 1).to(torch.float64), 0.5, out=group_rank[1:])
     sorted_rank = torch.index_select(group_rank, 0, gid).view(n, d)
-    return torch.empty_like(sorted_rank).scatter_(1, order, sorted_rank), has_nan
+    return torch.empty_like(sorted_rank).scatter_(1, order, sorted_rank), has_nan, values
 
 
 def rank_average(x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +123,7 @@ def rank_average(x: torch.Tensor) -> torch.Tensor:
     n, d = x.shape
     if n == 0 or d == 0:
         return torch.empty(n, d, dtype=torch.float64, device=x.device)
-    ranks, _ = _flat_ranks(x)
+    ranks, _, _ = _flat_ranks(x)
     ranks -= (torch.arange(n, device=x.device, dtype=torch.float64) * d).unsqueeze(1)
     return ranks
 
@@ -124,7 +158,7 @@ def spearman(a: Any, b: Any, chunk_elements: int = _CHUNK_ELEMENTS) -> torch.Ten
         k = ca.shape[0]
         # Pairs interleaved (row 2j = a_j, row 2j+1 = b_j): one sort call for both sides,
         # and each pair's 2 x 2 Gram matrix of centred ranks from one batched matmul.
-        ranks, has_nan = _flat_ranks(torch.stack([ca, cb], 1).view(2 * k, d))
+        ranks, has_nan, _ = _flat_ranks(torch.stack([ca, cb], 1).view(2 * k, d))
         # Average ranks of a row always sum to d(d+1)/2, so each row's mean is known
         # exactly: row j of the flat-ranked batch has mean j*d + (d+1)/2.
         ranks -= torch.arange(2 * k, device=ranks.device, dtype=torch.float64).unsqueeze(1) * d + (d + 1) * 0.5
