@@ -53,7 +53,7 @@ def evaluate_command(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow checkpoints holding pickled objects (runs code from the file: only for files you trust)."),
     random_init: bool = typer.Option(False, "--random-init", help="Do not load pretrained weights (timm/torchvision names)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
-    workers: int = typer.Option(1, help="DataLoader worker processes."),
+    workers: Optional[int] = typer.Option(None, min=0, help="DataLoader worker processes. [default: 0 on the CPU (forked workers slow the compute there), 4 on a GPU]"),
     device: str = typer.Option("auto", help="'auto' (GPU if there is one), 'cpu', 'cuda', 'cuda:1', ..."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N images.", min=1),
     store: Optional[Path] = typer.Option(None, help="Results store (default $HARMONIA_STORE or ./harmonia-results.sqlite)."),
@@ -65,6 +65,7 @@ def evaluate_command(
     from harmonia.metrics import MapScorer
     from harmonia.models import load
     from harmonia.store import ResultStore
+    from harmonia.utils.device import default_num_workers
 
     explainers = [parse_explainer_spec(e) for e in explainer]  # validate all before loading anything
     scorer = MapScorer(blur_sigma=blur, downsample=downsample)
@@ -79,12 +80,13 @@ def evaluate_command(
     table = Table(title=f"Alignment on {dataset.info.name} / {dataset.split} ({len(dataset) if limit is None else min(limit, len(dataset))} images)")
     for col in ("model", "explainer", "spearman", "alignment", "dice", "iou", "accuracy", "NaN maps", "cached"):
         table.add_column(col, justify="left" if col in ("model", "explainer") else "right")
+    n_workers = default_num_workers(device) if workers is None else workers
     for name in model:
         m = load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle)
         for exp in explainers:
             with progress_callback(f"{name} / {exp.name}") as update:
                 res = evaluate(m, dataset, exp, scorer, store=result_store, ceiling=ceil, targets=targets,
-                               batch_size=batch_size, num_workers=workers, device=device, limit=limit,
+                               batch_size=batch_size, num_workers=n_workers, device=device, limit=limit,
                                recompute=recompute, progress=update)
             a = res.aggregates
             table.add_row(

@@ -153,7 +153,7 @@ def train_command(
     seed: Optional[int] = typer.Option(None, help="Seed of weights, data order and crops. [default: 0]"),
     device: Optional[str] = typer.Option(None, help="'auto', 'cpu', 'cuda', ... (torchrun: each process takes cuda:LOCAL_RANK). [default: auto]"),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bfloat16 autocast. [default: on for CUDA, off on the CPU]"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process. [default: 2]"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process. [default: 0 on the CPU (forked workers slow the compute there), 4 on a GPU]"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with loss parts, lr and img/s."),
     store: Optional[Path] = typer.Option(None, help="Results store (default $HARMONIA_STORE or ./harmonia-results.sqlite)."),
 ) -> None:

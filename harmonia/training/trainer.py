@@ -43,6 +43,7 @@ from harmonia.training.augment import PairedAugment, step_generator
 from harmonia.training.mixing import ImageFolderSource, MixedBatchSampler, MixedDataset, folder_count
 from harmonia.training.schedule import ScheduleFn, build_scheduler, recipe_milestones
 from harmonia.training.state import BEST, FINAL, LAST, load_state, rng_state, save_state, set_rng_state, sweep_temporaries
+from harmonia.utils.device import default_num_workers
 from harmonia.utils.io import atomic_write_text
 
 CONFIG_FILE = "config.json"
@@ -138,7 +139,7 @@ class TrainConfig:
     amp: bool | None = None
     amp_dtype: str = "bfloat16"
     channels_last: bool | None = None
-    num_workers: int = 2
+    num_workers: int | None = None  # None: default_num_workers(device)
     resume: bool = False
     progress: bool = True
 
@@ -374,7 +375,7 @@ class _Trainer:
         self.loader = DataLoader(
             MixedDataset(self.train_ds, self.folder),
             batch_sampler=self.sampler,
-            num_workers=cfg.num_workers,
+            num_workers=default_num_workers(self.device) if cfg.num_workers is None else cfg.num_workers,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched
         )
