@@ -48,9 +48,10 @@ def reduce_channels(grads: torch.Tensor, reducer: str) -> torch.Tensor:
     elif reducer == "max_abs":
         # max(max g, -min g): two small reductions, no N x 3 x H x W |g| temporary
         # (torch.linalg.vector_norm over dim 1 is ~100x slower on the CPU)
-        out = torch.maximum(grads.amax(1), grads.amin(1).neg_())
+        # (out of place: the harmonizer loss back-propagates through this map)
+        out = torch.maximum(grads.amax(1), grads.amin(1).neg())
     elif reducer == "abs_mean":
-        out = grads.mean(1).abs_()
+        out = grads.mean(1).abs()
     elif reducer == "sum":
         out = grads.sum(1)
     elif reducer == "sum_abs":
