@@ -428,3 +428,17 @@ def test_map_stats_cache_scopes_budget_and_clear():
     assert len(cache) == 0 and cache.nbytes == 0 and cache.get("s1", ["a"]) is None
     with pytest.raises(ValueError, match="ids"):
         cache.put("s1", ["a"], stats)
+
+
+def test_sort_rows_threaded_path_equals_torch_sort():
+    from harmonia.metrics.spearman import _sort_rows
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        keys = torch.randint(0, 1000, (7, 224 * 224), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
+        values, order = _sort_rows(keys)  # 7 x 50176 > 2**18 elements: row blocks sorted in two threads
+        ref = torch.sort(keys, dim=1).values
+        assert torch.equal(values, ref.long()) and torch.equal(keys.gather(1, order), ref)
+    finally:
+        torch.set_num_threads(before)
