@@ -289,6 +289,20 @@ def run_comparison(
                       runs, timings)
 
 
+def _example_batch(comparison: Comparison, split: str) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """The first ``settings.n_examples`` items of ``split``: (n, images, human maps, labels, class names)."""
+    from harmonia.data import HarmoniaDataset
+
+    ds = HarmoniaDataset(comparison.data_dir, split)
+    n = min(comparison.settings.n_examples, len(ds))
+    items = [ds[i] for i in range(n)]
+    images = torch.stack([it["image"] for it in items])
+    human = torch.stack([it["map"] for it in items])
+    labels = torch.tensor([it["label"] for it in items])
+    classes = ds.info.classes or [str(i) for i in range(int(labels.max()) + 1)]
+    return n, images, human, labels, classes
+
+
 def example_maps(comparison: Comparison, split: str = "test_shortcut_broken", seed: int | None = None) -> dict[str, Any]:
     """Images, human maps, each variant's maps and captions for the side-by-side figure.
 
@@ -297,17 +311,10 @@ def example_maps(comparison: Comparison, split: str = "test_shortcut_broken", se
     labelled class) of the models of ``seed`` (default: the first seed).
     """
     from harmonia.attribution import Saliency
-    from harmonia.data import HarmoniaDataset
     from harmonia.humans.simulate import load_meta
 
     seed = comparison.settings.seeds[0] if seed is None else seed
-    ds = HarmoniaDataset(comparison.data_dir, split)
-    n = min(comparison.settings.n_examples, len(ds))
-    items = [ds[i] for i in range(n)]
-    images = torch.stack([it["image"] for it in items])
-    human = torch.stack([it["map"] for it in items])
-    labels = torch.tensor([it["label"] for it in items])
-    classes = ds.info.classes or [str(i) for i in range(int(labels.max()) + 1)]
+    n, images, human, labels, classes = _example_batch(comparison, split)
     meta = load_meta(comparison.data_dir, split)
     maps: dict[str, torch.Tensor] = {}
     preds: dict[str, torch.Tensor] = {}
@@ -336,16 +343,9 @@ def example_perturbations(comparison: Comparison, split: str = "test", seed: int
     """
     from harmonia.adversarial import perturbation_map
     from harmonia.attacks import FMN
-    from harmonia.data import HarmoniaDataset
 
     seed = comparison.settings.seeds[0] if seed is None else seed
-    ds = HarmoniaDataset(comparison.data_dir, split)
-    n = min(comparison.settings.n_examples, len(ds))
-    items = [ds[i] for i in range(n)]
-    images = torch.stack([it["image"] for it in items])
-    human = torch.stack([it["map"] for it in items])
-    labels = torch.tensor([it["label"] for it in items])
-    classes = ds.info.classes or [str(i) for i in range(int(labels.max()) + 1)]
+    n, images, human, labels, classes = _example_batch(comparison, split)
     maps: dict[str, torch.Tensor] = {}
     notes: dict[str, list[str]] = {}
     for r in comparison.runs:
