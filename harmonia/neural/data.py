@@ -90,13 +90,10 @@ class NeuralRecording:
 
     def fingerprint_settings(self) -> dict[str, Any]:
         """Content description for cache keys (hash of arrays, not of file names)."""
-        import hashlib
+        from harmonia.store.keys import array_digest
 
-        h = hashlib.blake2b(digest_size=16)
-        for a in (self.images, self.responses) + (() if self.repeats is None else (self.repeats,)):
-            h.update(str(a.shape).encode())
-            h.update(np.ascontiguousarray(a).tobytes())
-        return {"content": h.hexdigest(), "neuroids": self.neuroid_ids, "stimuli": self.stimulus_ids}
+        arrays = (self.images, self.responses) + (() if self.repeats is None else (self.repeats,))
+        return {"content": array_digest(*arrays), "neuroids": self.neuroid_ids, "stimuli": self.stimulus_ids}
 
 
 # -- harmonia's own format -------------------------------------------------------------------

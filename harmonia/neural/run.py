@@ -22,11 +22,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from harmonia.neural.data import NeuralRecording
 from harmonia.neural.score import LayerScore, SweepResult, score_recording
-from harmonia.store import ResultStore, cache_key
+from harmonia.store import ResultStore, array_digest, cache_key
 
 KIND = "neural"
 
@@ -47,7 +48,7 @@ def run_neural(
     mid = _model_id(model)
     settings = {k: v for k, v in kw.items() if k != "progress"}
     if settings.get("pca_images") is not None:  # arrays are keyed by content, not stored in the key
-        settings["pca_images"] = _content_hash(settings["pca_images"])
+        settings["pca_images"] = array_digest(np.asarray(settings["pca_images"], dtype=np.float32))
     key = cache_key({"kind": KIND, "model": mid["fingerprint"], "data": rec.fingerprint_settings(), "settings": settings})
     if store is not None and not recompute:
         run = store.get_run(key)
@@ -62,15 +63,6 @@ def run_neural(
         store.add_rows(key, [{"image_id": f"{i:03d}:{l.layer}", **l.row()} for i, l in enumerate(res.layers)])
         store.finish_run(key, aggregates(res))
     return res, False
-
-
-def _content_hash(a: Any) -> str:
-    import hashlib
-
-    import numpy as np
-
-    arr = np.ascontiguousarray(np.asarray(a, dtype=np.float32))
-    return hashlib.blake2b(str(arr.shape).encode() + arr.tobytes(), digest_size=16).hexdigest()
 
 
 def aggregates(res: SweepResult) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The results store: SQLite, content-keyed, transactional, resumable."""
 
-from harmonia.store.keys import cache_key, dataset_fingerprint, file_digest, files_fingerprint
+from harmonia.store.keys import array_digest, cache_key, dataset_fingerprint, file_digest, files_fingerprint
 from harmonia.store.sqlite import DEFAULT_STORE, ResultStore, Run, StoreError, default_store_path
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "ResultStore",
     "Run",
     "StoreError",
+    "array_digest",
     "cache_key",
     "dataset_fingerprint",
     "default_store_path",
