@@ -36,16 +36,31 @@ def quantile_linear(x: torch.Tensor, q: float) -> torch.Tensor:
     if d == 0:
         return torch.full((n,), float("nan"), dtype=torch.float64, device=x.device)
     xf = x.to(torch.float64)
-    pos = q * (d - 1)
-    lo = int(pos // 1)
-    hi = min(lo + 1, d - 1)
-    t = pos - lo
+    lo, hi, t = _quantile_neighbours(d, q)
     # Selection (kthvalue) of the two neighbours, not a full sort: O(D) per row.
     a = torch.kthvalue(xf, lo + 1, dim=1).values
     b = a if hi == lo else torch.kthvalue(xf, hi + 1, dim=1).values
-    # numpy's lerp: from the lower neighbour below t = 0.5, from the upper one above.
-    out = a + (b - a) * t if t < 0.5 else b - (b - a) * (1.0 - t)
+    out = _lerp_numpy(a, b, t)
     return out.masked_fill(torch.isnan(xf).any(1), float("nan"))  # as numpy: a NaN row has a NaN quantile
+
+
+def _quantile_neighbours(d: int, q: float) -> tuple[int, int, float]:
+    """0-based positions of the two sorted values around the linear q-quantile of D values,
+    and the interpolation weight between them (numpy's "linear" method).
+
+    Example:
+        >>> _quantile_neighbours(5, 0.9)
+        (3, 4, 0.6000000000000001)
+    """
+    pos = q * (d - 1)
+    lo = int(pos // 1)
+    return lo, min(lo + 1, d - 1), pos - lo
+
+
+def _lerp_numpy(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """numpy's lerp: from the lower neighbour below t = 0.5, from the upper one above
+    (the same rounding as ``numpy.quantile``, so thresholds agree bit for bit)."""
+    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1.0 - t)
 
 
 def top_mask(maps: Any, q: float = 0.9) -> torch.Tensor:

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from harmonia.metrics.maps import as_tensor
-from harmonia.metrics.overlap import _check_q
+from harmonia.metrics.overlap import _check_q, _lerp_numpy, _quantile_neighbours
 from harmonia.metrics.spearman import _CHUNK_ELEMENTS, _flat_ranks
 
 
@@ -87,14 +87,8 @@ class MapStats:
 def _quantile_from_sorted(values: torch.Tensor, q: float) -> torch.Tensor:
     # quantile_linear's formula on the two neighbours read from the sorted rows (the very
     # values kthvalue selects), so the thresholds are identical.
-    d = values.shape[1]
-    pos = q * (d - 1)
-    lo = int(pos // 1)
-    hi = min(lo + 1, d - 1)
-    t = pos - lo
-    a = values[:, lo].to(torch.float64)
-    b = values[:, hi].to(torch.float64)
-    return a + (b - a) * t if t < 0.5 else b - (b - a) * (1.0 - t)
+    lo, hi, t = _quantile_neighbours(values.shape[1], q)
+    return _lerp_numpy(values[:, lo].to(torch.float64), values[:, hi].to(torch.float64), t)
 
 
 def map_stats(
