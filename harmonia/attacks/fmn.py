@@ -132,15 +132,16 @@ class FMN(MinimalNormAttack):
             best.update(active, xa + d, is_adv, dn, k)
             gamma = best.value(active, self.gamma_init, self.gamma_final, k)
             alpha = best.value(active, self.alpha_init, self.alpha_final, k)
-            gn = flat_norm(g).clamp_min(1e-12)
-            gd = flat_norm(g, self._dual).clamp_min(1e-12)  # margin / ||grad||_dual: distance to a linear boundary
+            # margin / ||grad||_dual: distance to a linear boundary (for L2 the dual norm is
+            # the L2 norm, which the L2 step also normalises by)
+            gd = flat_norm(g, self._dual).clamp_min(1e-12)
             found = best.found[active]
             e = eps[active]
             e = torch.where(is_adv, torch.minimum(e * (1 - gamma), best.norm[active]),
                             torch.where(found, e * (1 + gamma), (dn + loss.clamp_min(0) / gd) * (1 + gamma)))
             eps[active] = e
             step = alpha * e if self.relative_step else alpha
-            d = self._step_project(d, g, gn, step, e)
+            d = self._step_project(d, g, gd, step, e)
             delta[active] = (xa + d).clamp(0, 1) - xa
             keep = ~best.advance(k + 1)[active]
             active = active[keep]
@@ -156,10 +157,11 @@ class FMN(MinimalNormAttack):
     _p: float = 2
     _dual: float = 2
 
-    def _step_project(self, d: torch.Tensor, g: torch.Tensor, gn: torch.Tensor, step: torch.Tensor | float,
+    def _step_project(self, d: torch.Tensor, g: torch.Tensor, gd: torch.Tensor, step: torch.Tensor | float,
                       eps: torch.Tensor) -> torch.Tensor:
-        """A step of L2 length ``step`` down the margin gradient, then into the L2 ball of radius ``eps``."""
-        d = d - view_n(torch.as_tensor(step, device=d.device), g) * g / view_n(gn, g)
+        """A step of L2 length ``step`` down the margin gradient (``gd``: its L2 norm), then into
+        the L2 ball of radius ``eps``."""
+        d = d - view_n(torch.as_tensor(step, device=d.device), g) * g / view_n(gd, g)
         return d * view_n(torch.clamp(eps / flat_norm(d).clamp_min(1e-12), max=1.0), d)
 
 
@@ -209,7 +211,7 @@ class FMNLinf(FMN):
     _p = math.inf
     _dual = 1
 
-    def _step_project(self, d, g, gn, step, eps):
+    def _step_project(self, d, g, gd, step, eps):
         step = torch.as_tensor(step, device=d.device)
         d = d - view_n(step, g) * g.sign()
         return torch.maximum(torch.minimum(d, view_n(eps, d)), -view_n(eps, d))
