@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import torch
 
+from harmonia.humans.simulate import SimulationConfig
 from harmonia.training.trainer import TrainConfig
 
 SPLITS = ("test", "test_shortcut_broken")
@@ -60,10 +61,10 @@ class ComparisonSettings:
     """
 
     # the simulated benchmark (harmonia.humans.simulate defaults)
-    n_train: int = 3000
-    n_test: int = 1000
-    n_subjects: int = 10
-    sim_seed: int = 0
+    n_train: int = SimulationConfig.n_train
+    n_test: int = SimulationConfig.n_test
+    n_subjects: int = SimulationConfig.n_subjects
+    sim_seed: int = SimulationConfig.seed
     # model and training recipe
     width: int = 16
     epochs: int = 6
