@@ -240,6 +240,35 @@ def test_early_stopping_is_per_sample_and_saves_passes():
     assert bool((fast.l2 / slow.l2 <= 1.01).all())
 
 
+class _Saturating(nn.Module):
+    """Two classes, margin ``w1.x + 0.2 + 0.2 tanh(50 w2.x)`` (w1 orthogonal to w2, centred on mid-grey):
+    steep along w2 near the images, where it saturates, so the first adversarial found along
+    the clean gradient lies well beyond the minimum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(2, DIM, generator=g)
+        w[1] -= (w[1] @ w[0]) / (w[0] @ w[0]) * w[0]
+        self.w1, self.w2 = w[0] / w[0].norm(), w[1] / w[1].norm()
+
+    def forward(self, x):
+        xf = x.flatten(1) - 0.5
+        m = xf @ self.w1 + 0.2 + 0.2 * torch.tanh(50 * (xf @ self.w2))
+        return torch.stack([m, torch.zeros_like(m)], 1)
+
+
+def test_fmn_radius_extrapolation_saves_passes_at_the_same_norms():
+    model = _Saturating()
+    x = _images(12)
+    y = model(x).argmax(1)
+    fast, paper = FMN()(model, x, y), FMN(extrapolate=False)(model, x, y)
+    assert fast.status == paper.status == ["fooled"] * 12
+    assert bool(((fast.l2 / paper.l2 - 1).abs() <= 0.01).all())
+    assert float(fast.backwards.float().mean()) < 0.85 * float(paper.backwards.float().mean())
+    assert create_attack("fmn:extrapolate=false").extrapolate is False
+
+
 def test_types_specs_and_fixed_budget():
     assert isinstance(FMN(), MinimalNormAttack) and isinstance(DDN(), MinimalNormAttack)
     assert isinstance(PGDBisection2023(), MinimalNormAttack) and isinstance(PGDSphereL2(1.0), FixedBudgetAttack)

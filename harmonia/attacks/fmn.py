@@ -32,6 +32,15 @@ Deviations from the paper (why):
 - Early stopping with ``patience=2`` (DDN: 10): on both benchmark models medians within
   0.5% of ``patience=5`` with a third to a half of its gradient evaluations (and 5 was
   already 35-55% cheaper than 10 at the same medians); the analytic tests still pass.
+- While adversarial, the radius shrinks to the linear estimate of the boundary,
+  ``||delta|| + margin / ||grad||`` (margin < 0; times ``1 + gamma``), when that is below the
+  paper's ``(1 - gamma) eps`` -- by at most ``max_shrink`` (15%) per step
+  (``extrapolate=False``: the paper). The paper extrapolates only before the first
+  adversarial; after it, a first find far beyond the minimum (on EfficientNet-Lite0 often
+  2-3x) is worked down by ``gamma`` (5% at most) per step. Measured on the attack benchmark:
+  gradient evaluations 29.5 -> 24.0 per image on Lite0 and 20.9 -> 19.3 on the small CNN,
+  medians unchanged (0.0353, 0.4288 -> 0.4291). A cap of 30% or 50% failed the kink test
+  (1.03x): at a kink the linear estimate is too low.
 - The extrapolated radius is multiplied by ``(1 + gamma)``.
 On a locally linear model the plain extrapolation lands *exactly* on the boundary, where the
 margin is 0, not negative; the iterate can then sit there for many steps until rounding
@@ -65,6 +74,9 @@ class FMN(MinimalNormAttack):
         rtol: relative improvement that counts for early stopping.
         relative_step: step length ``alpha * eps`` (default) instead of ``alpha``; see the module doc.
         levels: number of step-size levels of the plateau schedule.
+        extrapolate: while adversarial, shrink the radius to the linear boundary estimate
+            (at most ``max_shrink`` per step); False: the paper's ``(1 - gamma)`` only.
+        max_shrink: the largest relative shrink of the radius in one step (with ``extrapolate``).
         loss: gradient followed: ``"lse_margin"`` (default: log-sum-exp margin until the
             first adversarial, then the margin), ``"margin"`` (the paper) or ``"lse"``
             (log-sum-exp margin throughout). The adversarial test always uses the margin.
@@ -83,7 +95,8 @@ class FMN(MinimalNormAttack):
 
     def __init__(self, steps: int = 1000, alpha_init: float = 1.0, alpha_final: float | None = None,
                  gamma_init: float = 0.05, gamma_final: float = 0.001, patience: int | None = 2,
-                 rtol: float = 1e-3, relative_step: bool = True, levels: int = 4, loss: str = "lse_margin") -> None:
+                 rtol: float = 1e-3, relative_step: bool = True, levels: int = 4, loss: str = "lse_margin",
+                 extrapolate: bool = True, max_shrink: float = 0.15) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if loss not in ("margin", "lse", "lse_margin"):
@@ -98,6 +111,10 @@ class FMN(MinimalNormAttack):
         self.relative_step = bool(relative_step)
         self.levels = int(levels)
         self.loss = loss
+        if not 0 <= max_shrink < 1:
+            raise ValueError(f"max_shrink must be in [0, 1), got {max_shrink}")
+        self.extrapolate = bool(extrapolate)
+        self.max_shrink = float(max_shrink)
 
     def budget(self) -> dict[str, Any]:
         return {"steps": self.steps}
@@ -137,7 +154,13 @@ class FMN(MinimalNormAttack):
             gd = flat_norm(g, self._dual).clamp_min(1e-12)
             found = best.found[active]
             e = eps[active]
-            e = torch.where(is_adv, torch.minimum(e * (1 - gamma), best.norm[active]),
+            shrink = torch.minimum(e * (1 - gamma), best.norm[active])
+            if self.extrapolate:
+                # the boundary's distance if the margin were linear and delta pointed down its
+                # gradient (plus gamma, to stay adversarial); at most max_shrink below e per step
+                line = (dn + loss / gd) * (1 + gamma)
+                shrink = torch.minimum(shrink, torch.maximum(line, e * (1 - self.max_shrink)))
+            e = torch.where(is_adv, shrink,
                             torch.where(found, e * (1 + gamma), (dn + loss.clamp_min(0) / gd) * (1 + gamma)))
             eps[active] = e
             step = alpha * e if self.relative_step else alpha

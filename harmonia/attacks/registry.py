@@ -21,6 +21,8 @@ ATTACKS: dict[str, type[Attack]] = {
 def _value(text: str) -> Any:
     if text.lower() in ("none", "null"):
         return None
+    if text.lower() in ("true", "false"):  # bool("false") would be True
+        return text.lower() == "true"
     for cast in (int, float):
         try:
             return cast(text)
