@@ -74,12 +74,12 @@ class FMN(MinimalNormAttack):
         rtol: relative improvement that counts for early stopping.
         relative_step: step length ``alpha * eps`` (default) instead of ``alpha``; see the module doc.
         levels: number of step-size levels of the plateau schedule.
-        extrapolate: while adversarial, shrink the radius to the linear boundary estimate
-            (at most ``max_shrink`` per step); False: the paper's ``(1 - gamma)`` only.
-        max_shrink: the largest relative shrink of the radius in one step (with ``extrapolate``).
         loss: gradient followed: ``"lse_margin"`` (default: log-sum-exp margin until the
             first adversarial, then the margin), ``"margin"`` (the paper) or ``"lse"``
             (log-sum-exp margin throughout). The adversarial test always uses the margin.
+        extrapolate: while adversarial, shrink the radius to the linear boundary estimate
+            (at most ``max_shrink`` per step); False: the paper's ``(1 - gamma)`` only.
+        max_shrink: the largest relative shrink of the radius in one step (with ``extrapolate``).
 
     Example:
         >>> import torch, torch.nn as nn
@@ -154,14 +154,14 @@ class FMN(MinimalNormAttack):
             gd = flat_norm(g, self._dual).clamp_min(1e-12)
             found = best.found[active]
             e = eps[active]
+            # the boundary's distance if the margin were linear and delta pointed down its
+            # gradient, plus gamma: the first radius before any adversarial, and (extrapolate)
+            # how far an adversarial iterate may shrink, at most max_shrink below e per step
+            line = (dn + loss / gd) * (1 + gamma)
             shrink = torch.minimum(e * (1 - gamma), best.norm[active])
             if self.extrapolate:
-                # the boundary's distance if the margin were linear and delta pointed down its
-                # gradient (plus gamma, to stay adversarial); at most max_shrink below e per step
-                line = (dn + loss / gd) * (1 + gamma)
                 shrink = torch.minimum(shrink, torch.maximum(line, e * (1 - self.max_shrink)))
-            e = torch.where(is_adv, shrink,
-                            torch.where(found, e * (1 + gamma), (dn + loss.clamp_min(0) / gd) * (1 + gamma)))
+            e = torch.where(is_adv, shrink, torch.where(found, e * (1 + gamma), line))
             eps[active] = e
             step = alpha * e if self.relative_step else alpha
             d = self._step_project(d, g, gd, step, e)
