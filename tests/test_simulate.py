@@ -142,10 +142,18 @@ def test_classes_differ_only_by_the_part():
     assert a.object_box == b.object_box and not np.array_equal(a.part_mask, b.part_mask)
 
 
+def test_part_radius_sets_the_part_size():
+    small = render_sample(np.random.default_rng(5), 64, part_class=0, cue_class=0)
+    big = render_sample(np.random.default_rng(5), 64, part_class=0, cue_class=0, part_radius=(8.0, 8.0))
+    assert 4.5 <= small.part_radius <= 6.0 and big.part_radius == 8.0
+    assert big.part_mask.sum() > 1.5 * small.part_mask.sum()
+
+
 @pytest.mark.parametrize(
     "kw, error",
     [({"n_classes": 1}, "n_classes"), ({"n_classes": 13}, "n_classes"), ({"shortcut_rate": 1.5}, "shortcut_rate"),
-     ({"image_size": 16}, "image_size"), ({"n_subjects": 0}, "n_subjects")],
+     ({"image_size": 16}, "image_size"), ({"n_subjects": 0}, "n_subjects"), ({"part_radius": (6, 5)}, "part_radius"),
+     ({"part_radius": (0, 5)}, "part_radius"), ({"part_radius": (8, 12)}, "part_radius")],
 )
 def test_bad_settings_are_refused(tmp_path, kw, error):
     with pytest.raises(ValueError, match=error):

@@ -26,6 +26,8 @@ Examples:
   harmonia data simulate --out data/sim-clickme
 
   harmonia data simulate --out data/sim-big --n-train 20000 --image-size 128 --seed 1
+
+  harmonia data simulate --out data/sim-easy --part-radius 7 9 --shortcut-rate 0.7
 """
 
 
@@ -39,6 +41,9 @@ def simulate_command(
     classes: int = typer.Option(8, "--classes", min=2, help="Number of classes (at most 12)."),
     shortcut_rate: float = typer.Option(
         0.9, "--shortcut-rate", min=0.0, max=1.0, help="Fraction of train/test images whose corner cue shows the label."
+    ),
+    part_radius: tuple[float, float] = typer.Option(
+        (4.5, 6.0), "--part-radius", help="Range of the part's half-size, pixels at 64 px (larger: easier to learn)."
     ),
     subjects: int = typer.Option(10, "--subjects", min=1, help="Simulated participants per image."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
@@ -55,7 +60,7 @@ def simulate_command(
         root = simulate_clickme(
             out, n_train=n_train, n_test=n_test, image_size=image_size, n_classes=classes,
             shortcut_rate=shortcut_rate, n_subjects=subjects, seed=seed, train_subjects=train_subjects,
-            overwrite=overwrite, progress=update,
+            part_radius=part_radius, overwrite=overwrite, progress=update,
         )  # fmt: skip
     console.print(
         f"[yellow]SYNTHETIC[/] simulated-ClickMe dataset written to {root} in {time.perf_counter() - start:.1f} s: "

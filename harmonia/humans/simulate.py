@@ -54,7 +54,7 @@ from harmonia.data.format import INDEX_FILE, META_FILE, DatasetWriter, read_info
 from harmonia.humans.blur import blur_maps, native_blur_size
 from harmonia.humans.clicks import subject_click_maps
 from harmonia.humans.simulate_participants import ParticipantModel, simulate_clicks
-from harmonia.humans.simulate_render import MAX_CLASSES, PART_SHAPES, Sample, render_sample
+from harmonia.humans.simulate_render import MAX_CLASSES, PART_RADIUS, PART_SHAPES, Sample, render_sample
 from harmonia.utils.io import atomic_write_text
 
 SPLITS = ("train", "test", "test_shortcut_broken")
@@ -93,6 +93,7 @@ class SimulationConfig:
     seed: int = 0
     train_subjects: bool = False
     blur_size: int | None = None
+    part_radius: tuple[float, float] = PART_RADIUS
     participants: ParticipantModel = field(default_factory=ParticipantModel)
 
     def validate(self) -> None:
@@ -107,6 +108,9 @@ class SimulationConfig:
             raise ValueError("n_train and n_test must be at least 1")
         if self.n_subjects < 1:
             raise ValueError(f"n_subjects must be at least 1, got {self.n_subjects}")
+        lo, hi = self.part_radius
+        if not 0 < lo <= hi <= 10:
+            raise ValueError(f"part_radius must be a range 0 < lo <= hi <= 10 (pixels at 64 px), got {self.part_radius}")
         if self.blur_size is not None and (self.blur_size < 1 or self.blur_size % 2 == 0):
             raise ValueError(f"blur_size must be a positive odd number, got {self.blur_size}")
 
@@ -122,7 +126,7 @@ class SimulationConfig:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "SimulationConfig":
         """Inverse of :meth:`to_json` (e.g. ``harmonia.json``'s ``extra["simulation"]``): remake a data set."""
-        obj = {k: v for k, v in obj.items() if k != "effective_blur_size"}
+        obj = {k: tuple(v) if k == "part_radius" else v for k, v in obj.items() if k != "effective_blur_size"}
         part = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(obj.pop("participants", {})).items()}
         unknown = (set(obj) - {f.name for f in dataclasses.fields(cls)}) | (
             set(part) - {f.name for f in dataclasses.fields(ParticipantModel)}
@@ -229,7 +233,7 @@ def _write_split(
             for i in idx:
                 # One random stream per image: any image can be redrawn alone, in any order.
                 rng = np.random.default_rng([cfg.seed, code, 1, i])
-                s = render_sample(rng, cfg.image_size, int(labels[i]), int(cues[i]))
+                s = render_sample(rng, cfg.image_size, int(labels[i]), int(cues[i]), cfg.part_radius)
                 xs, ys = simulate_clicks(rng, s, cfg.n_subjects, cfg.participants)
                 samples.append(s)
                 # Simulated clicks go through the real pipeline: count maps, then the blurred mean.
@@ -275,6 +279,7 @@ def simulate_clickme(
     n_subjects: int = 10,
     seed: int = 0,
     train_subjects: bool = False,
+    part_radius: tuple[float, float] = PART_RADIUS,
     overwrite: bool = False,
     progress: bool | Callable[[int, int], None] = True,
 ) -> Path:
@@ -283,7 +288,9 @@ def simulate_clickme(
     Same arguments, same files, byte for byte (on one installation: decoders of the texture
     photos may differ across library versions). ``progress``: True draws a bar on stderr, or
     pass a ``callback(done, total)``. ``overwrite`` replaces an existing harmonia data set in
-    ``out_dir`` (any other non-empty folder is refused). Returns ``out_dir``.
+    ``out_dir`` (any other non-empty folder is refused). ``part_radius``: range of the
+    part's half-size in pixels at 64 px (larger: the class evidence is easier to learn).
+    Returns ``out_dir``.
 
     Example:
         >>> import tempfile
@@ -294,7 +301,7 @@ def simulate_clickme(
     """
     cfg = SimulationConfig(
         n_train=n_train, n_test=n_test, image_size=image_size, n_classes=n_classes, shortcut_rate=shortcut_rate,
-        n_subjects=n_subjects, seed=seed, train_subjects=train_subjects,
+        n_subjects=n_subjects, seed=seed, train_subjects=train_subjects, part_radius=tuple(part_radius),
     )  # fmt: skip
     return simulate_from_config(out_dir, cfg, overwrite=overwrite, progress=progress)
 

@@ -172,8 +172,20 @@ def _contrasting_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     return np.array(body, np.float32), np.array(part, np.float32)
 
 
-def render_sample(rng: np.random.Generator, size: int, part_class: int, cue_class: int) -> Sample:
+PART_RADIUS = (4.5, 6.0)  # half-size range of the part, pixels at 64 px (scales with the image)
+
+
+def render_sample(
+    rng: np.random.Generator,
+    size: int,
+    part_class: int,
+    cue_class: int,
+    part_radius: tuple[float, float] = PART_RADIUS,
+) -> Sample:
     """Draw one image whose part shape is ``part_class`` and whose corner cue codes ``cue_class``.
+
+    ``part_radius``: range of the part's half-size in pixels at 64 px (drawn uniformly, scaled
+    with ``size``); larger parts make the class evidence easier to learn.
 
     Example:
         >>> import numpy as np
@@ -183,6 +195,8 @@ def render_sample(rng: np.random.Generator, size: int, part_class: int, cue_clas
     """
     if not 0 <= part_class < MAX_CLASSES or not 0 <= cue_class < MAX_CLASSES:
         raise ValueError(f"class indices must be in [0, {MAX_CLASSES})")
+    if not 0 < part_radius[0] <= part_radius[1] <= 10:
+        raise ValueError(f"part_radius must be a range 0 < lo <= hi <= 10 (pixels at 64 px), got {part_radius}")
     f = size / 64.0  # all sizes are designed at 64 px and scale with the image
     img, texture = _background(rng, size)
 
@@ -196,7 +210,7 @@ def render_sample(rng: np.random.Generator, size: int, part_class: int, cue_clas
     cue_box = (cx0, cy0, cx0 + cue, cy0 + cue)
 
     # Part and body sizes: independent of class, so size carries no label information.
-    rp = rng.uniform(4.5, 6.0) * f
+    rp = rng.uniform(*part_radius) * f
     wob_k = np.array([3, 4, 5])
     wob_a = rng.uniform(0, 0.05, 3)
     wob_p = rng.uniform(0, 2 * np.pi, 3)
