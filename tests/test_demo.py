@@ -45,8 +45,8 @@ def test_demo_quick_writes_report_and_store(tmp_path, one_thread):
     by_split = {}
     for run in evals:
         by_split.setdefault(run.meta["split"], []).append(run)
-    # two models x two splits, all on SYNTHETIC data, one row per test image each
-    assert {s: len(v) for s, v in by_split.items()} == {"test": 2, "test_shortcut_broken": 2}
+    # two models x three splits, all on SYNTHETIC data, one row per test image each
+    assert {s: len(v) for s, v in by_split.items()} == {"test": 2, "test_shortcut_broken": 2, "test_no_cue": 2}
     n_test = ComparisonSettings.quick().n_test
     assert all(run.meta["synthetic"] and run.n_rows == n_test for run in evals)
     assert len(store.runs(kind="training", status="complete")) == 2

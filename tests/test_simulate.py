@@ -10,7 +10,7 @@ from harmonia.humans.blur import blur_maps
 from harmonia.humans.simulate import (
     SPLITS, SimulationConfig, load_meta, plan_split, simulate_clickme, simulate_from_config,
 )
-from harmonia.humans.simulate_render import CUE_COLOURS, render_sample
+from harmonia.humans.simulate_render import CUE_COLOURS, CUE_FRAME, render_sample
 
 N_TRAIN, N_TEST, SIZE, SUBJECTS = 200, 100, 32, 4
 
@@ -43,8 +43,9 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path):
 def test_shortcut_agreement_per_split(sim):
     rates = {s: load_meta(sim, s)["shortcut_agrees"].mean() for s in SPLITS}
     assert abs(rates["train"] - 0.9) < 0.01 and abs(rates["test"] - 0.9) < 0.01
-    assert rates["test_shortcut_broken"] == 0.0
-    for s in SPLITS:
+    assert rates["test_shortcut_broken"] == 0.0 and rates["test_no_cue"] == 0.0
+    assert (load_meta(sim, "test_no_cue")["shortcut_class"] == -1).all()
+    for s in SPLITS[:3]:
         m = load_meta(sim, s)
         assert np.array_equal(m["shortcut_agrees"] == 1, m["shortcut_class"] == m["label"])
         # Disagreeing cues are spread over the other classes, not stuck on one.
@@ -63,6 +64,15 @@ def test_the_image_shows_the_recorded_cue_away_from_the_object(sim):
         ox0, oy0, ox1, oy1 = m["object_x0"][i], m["object_y0"][i], m["object_x1"][i], m["object_y1"][i]
         assert x1 <= ox0 or ox1 <= x0 or y1 <= oy0 or oy1 <= y0  # boxes do not overlap
         assert ox0 <= m["part_x0"][i] and m["part_x1"][i] <= ox1 and oy0 <= m["part_y0"][i] and m["part_y1"][i] <= oy1
+
+
+def test_no_cue_split_shows_a_plain_grey_square(sim):
+    ds = HarmoniaDataset(sim, split="test_no_cue")
+    m = load_meta(sim, "test_no_cue")
+    for i in range(20):
+        img = (ds[i]["image"].permute(1, 2, 0).numpy() * 255).round()
+        x0, y0, x1, y1 = m["cue_x0"][i], m["cue_y0"][i], m["cue_x1"][i], m["cue_y1"][i]
+        assert np.abs(img[y0:y1, x0:x1] - np.array(CUE_FRAME) * 255).max() <= 1
 
 
 def test_labels_are_balanced(sim):

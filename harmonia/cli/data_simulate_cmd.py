@@ -15,7 +15,8 @@ SIMULATE_HELP = """Generate the simulated-ClickMe benchmark: SYNTHETIC images an
 Nothing here comes from real people. K classes share one body shape and differ by a
 small diagnostic part on it; a class-coded square in a corner is a planted shortcut
 that agrees with the label in --shortcut-rate of the train and test images and never
-in test_shortcut_broken. Simulated participants click mostly on the part; their clicks
+in test_shortcut_broken; in test_no_cue the square is plain grey, so accuracy there
+is what a model reads from the part alone. Simulated participants click mostly on the part; their clicks
 go through the same click-to-map pipeline as real ClickMe data, so the human ceiling
 is computed from per-participant maps (stored for the test splits; --train-subjects
 stores them for train too). Per-image ground truth (shortcut class, object and part
@@ -36,7 +37,7 @@ Examples:
 def simulate_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset directory (harmonia format)."),
     n_train: int = typer.Option(3000, "--n-train", min=1, help="Training images."),
-    n_test: int = typer.Option(1000, "--n-test", min=1, help="Images in each test split (test, test_shortcut_broken)."),
+    n_test: int = typer.Option(1000, "--n-test", min=1, help="Images in each test split (test, test_shortcut_broken, test_no_cue)."),
     image_size: int = typer.Option(64, "--image-size", min=32, help="Image side in pixels."),
     classes: int = typer.Option(8, "--classes", min=2, help="Number of classes (at most 12)."),
     shortcut_rate: float = typer.Option(
@@ -64,7 +65,7 @@ def simulate_command(
         )  # fmt: skip
     console.print(
         f"[yellow]SYNTHETIC[/] simulated-ClickMe dataset written to {root} in {time.perf_counter() - start:.1f} s: "
-        f"train {n_train}, test {n_test}, test_shortcut_broken {n_test} images of {image_size} x {image_size}, "
+        f"train {n_train}, test / test_shortcut_broken / test_no_cue {n_test} each, {image_size} x {image_size} px, "
         f"{classes} classes, {subjects} simulated participants per image.",
         highlight=False,
     )

@@ -7,7 +7,7 @@
    human split-half ceilings are computed from the simulated participants.
 3. For each seed, a baseline (lambda_harmonization = 0) and a harmonized model (same
    architecture, initial weights, batches and budget) are trained and evaluated on
-   ``test`` and ``test_shortcut_broken`` (accuracy; alignment = mean Spearman / ceiling);
+   ``test``, ``test_shortcut_broken`` and ``test_no_cue`` (accuracy; alignment = mean Spearman / ceiling);
    every evaluation is a run in the results store (:mod:`harmonia.report.compare`).
 4. A self-contained HTML report (:mod:`harmonia.report`) is written and its path printed.
 
@@ -129,10 +129,13 @@ def _simulated_data(root: Path, n_train: int, n_test: int, n_subjects: int, seed
     from harmonia.data.format import read_info
     from harmonia.humans.simulate import SimulationConfig, simulate_from_config
 
+    from harmonia.humans.simulate import SPLITS
+
     cfg = SimulationConfig(n_train=n_train, n_test=n_test, n_subjects=n_subjects, seed=seed)
     if (root / "harmonia.json").is_file():
         try:
-            if SimulationConfig.from_json(read_info(root).extra.get("simulation", {})) == cfg:
+            info = read_info(root)
+            if SimulationConfig.from_json(info.extra.get("simulation", {})) == cfg and set(SPLITS) <= set(info.splits):
                 return root
         except (ValueError, TypeError):
             pass  # not ours or an older layout: make it again below

@@ -11,7 +11,9 @@ benchmark offers is ground truth about where the evidence is:
   in exactly ``round(shortcut_rate * n)`` images (default 90%) and a uniformly drawn *other*
   class otherwise. In ``test_shortcut_broken`` it always shows a uniformly drawn other
   class, so it agrees with the label in 0% of the images (below chance): a model that reads
-  the cue instead of the part fails there.
+  the cue instead of the part fails there. In ``test_no_cue`` the square is filled with its
+  frame's grey: it codes no class, so accuracy there is what the model reads from the part
+  alone (it tells "never learned the part" apart from "learned it, but the cue wins").
 * Simulated participants (default 10 per image; :mod:`harmonia.humans.simulate_participants`)
   click mostly on the part; their clicks become maps through the very pipeline used for real
   clicks (:func:`harmonia.humans.clicks.subject_click_maps` and
@@ -57,7 +59,8 @@ from harmonia.humans.simulate_participants import ParticipantModel, simulate_cli
 from harmonia.humans.simulate_render import MAX_CLASSES, PART_RADIUS, PART_SHAPES, Sample, render_sample
 from harmonia.utils.io import atomic_write_text
 
-SPLITS = ("train", "test", "test_shortcut_broken")
+SPLITS = ("train", "test", "test_shortcut_broken", "test_no_cue")
+NO_CUE = -1  # shortcut_class of test_no_cue images: the square codes no class
 META_CSV = "meta.csv"
 DATASET_NAME = "simulated-clickme"
 DESCRIPTION = (
@@ -65,7 +68,8 @@ DESCRIPTION = (
     "body with a class-specific part, on backgrounds cut from scikit-image's texture photos) "
     "and the human maps come from SIMULATED participants, not real people. A planted shortcut "
     "(a class-coded corner square) agrees with the label in {rate:.0%} of train/test images and "
-    "never in test_shortcut_broken. Ground truth per image: SPLIT/meta.csv."
+    "never in test_shortcut_broken; in test_no_cue the square is plain grey (codes no class). "
+    "Ground truth per image: SPLIT/meta.csv."
 )
 # Images blurred together: one vectorised blur call per chunk, memory stays flat.
 _CHUNK = 64
@@ -219,7 +223,9 @@ def _write_split(
     code = SPLITS.index(split)
     classes = list(PART_SHAPES[: cfg.n_classes])
     plan_rng = np.random.default_rng([cfg.seed, code])
-    labels, cues = plan_split(plan_rng, n, cfg.n_classes, cfg.shortcut_rate, broken=split == "test_shortcut_broken")
+    labels, cues = plan_split(plan_rng, n, cfg.n_classes, cfg.shortcut_rate, broken=split != "train" and split != "test")
+    if split == "test_no_cue":
+        cues = np.full_like(cues, NO_CUE)
     keep_subjects = split != "train" or cfg.train_subjects
     size = (cfg.image_size, cfg.image_size)
     rows: list[dict[str, Any]] = []
@@ -233,7 +239,8 @@ def _write_split(
             for i in idx:
                 # One random stream per image: any image can be redrawn alone, in any order.
                 rng = np.random.default_rng([cfg.seed, code, 1, i])
-                s = render_sample(rng, cfg.image_size, int(labels[i]), int(cues[i]), cfg.part_radius)
+                cue = None if cues[i] == NO_CUE else int(cues[i])
+                s = render_sample(rng, cfg.image_size, int(labels[i]), cue, cfg.part_radius)
                 xs, ys = simulate_clicks(rng, s, cfg.n_subjects, cfg.participants)
                 samples.append(s)
                 # Simulated clicks go through the real pipeline: count maps, then the blurred mean.
@@ -283,7 +290,7 @@ def simulate_clickme(
     overwrite: bool = False,
     progress: bool | Callable[[int, int], None] = True,
 ) -> Path:
-    """Write the SYNTHETIC simulated-ClickMe data set (splits train, test, test_shortcut_broken).
+    """Write the SYNTHETIC simulated-ClickMe data set (splits train, test, test_shortcut_broken, test_no_cue).
 
     Same arguments, same files, byte for byte (on one installation: decoders of the texture
     photos may differ across library versions). ``progress``: True draws a bar on stderr, or
@@ -297,7 +304,7 @@ def simulate_clickme(
         >>> root = simulate_clickme(tempfile.mkdtemp(), n_train=8, n_test=8, image_size=32,
         ...                         n_classes=2, n_subjects=2, progress=False)
         >>> sorted(p.name for p in root.iterdir())
-        ['harmonia.json', 'test', 'test_shortcut_broken', 'train']
+        ['harmonia.json', 'test', 'test_no_cue', 'test_shortcut_broken', 'train']
     """
     cfg = SimulationConfig(
         n_train=n_train, n_test=n_test, image_size=image_size, n_classes=n_classes, shortcut_rate=shortcut_rate,
@@ -330,11 +337,12 @@ def simulate_from_config(
         "meta_file": META_CSV,
         "meta_columns": _META_COLUMNS,
         "shortcut_broken_rule": "cue drawn uniformly from the classes other than the label (never agrees)",
+        "no_cue_rule": f"cue square filled with its frame's grey, shortcut_class {NO_CUE} (codes no class)",
         "subjects": "raw per-participant click-count maps (unblurred); map = blur_maps(mean of subjects)",
         # Read by harmonia.humans.ceiling: blur the split halves exactly like the maps.
         "subjects_blur": {"method": "disk", "size": cfg.effective_blur_size, "sigma": None},
     }
-    total = cfg.n_train + 2 * cfg.n_test
+    total = cfg.n_train + (len(SPLITS) - 1) * cfg.n_test
     done = 0
     with _progress_updater(progress) as update:
         update(0, total)

@@ -10,7 +10,8 @@ Every image has the same ingredients, drawn with one ``numpy.random.Generator``:
   its position on the body, size, rotation and colour are random, so only its shape is
   diagnostic;
 * a *cue*: a small square with a grey frame in a corner, away from the object, filled with
-  a class-coded colour (the planted shortcut; which class it codes is decided by the caller).
+  a class-coded colour (the planted shortcut; which class it codes is decided by the caller),
+  or with the frame's grey (``cue_class=None``: the square is there but codes nothing).
 
 Coordinates: x is the column, y the row; a pixel (row i, column j) covers [j, j+1) x [i, i+1).
 Boxes are ``(x0, y0, x1, y1)`` in pixels, end-exclusive.
@@ -179,10 +180,13 @@ def render_sample(
     rng: np.random.Generator,
     size: int,
     part_class: int,
-    cue_class: int,
+    cue_class: int | None,
     part_radius: tuple[float, float] = PART_RADIUS,
 ) -> Sample:
     """Draw one image whose part shape is ``part_class`` and whose corner cue codes ``cue_class``.
+
+    ``cue_class=None`` fills the cue square with its frame's grey: same image layout, no
+    class information outside the part.
 
     ``part_radius``: range of the part's half-size in pixels at 64 px (drawn uniformly, scaled
     with ``size``); larger parts make the class evidence easier to learn.
@@ -193,7 +197,7 @@ def render_sample(
         >>> bool(s.part_mask.sum() > 0), s.cue_box[2] - s.cue_box[0] > 0
         (True, True)
     """
-    if not 0 <= part_class < MAX_CLASSES or not 0 <= cue_class < MAX_CLASSES:
+    if not 0 <= part_class < MAX_CLASSES or not (cue_class is None or 0 <= cue_class < MAX_CLASSES):
         raise ValueError(f"class indices must be in [0, {MAX_CLASSES})")
     if not 0 < part_radius[0] <= part_radius[1] <= 10:
         raise ValueError(f"part_radius must be a range 0 < lo <= hi <= 10 (pixels at 64 px), got {part_radius}")
@@ -280,7 +284,7 @@ def render_sample(
 
     x0, y0, x1, y1 = cue_box
     img[y0:y1, x0:x1] = CUE_FRAME
-    img[y0 + frame : y1 - frame, x0 + frame : x1 - frame] = CUE_COLOURS[cue_class]
+    img[y0 + frame : y1 - frame, x0 + frame : x1 - frame] = CUE_FRAME if cue_class is None else CUE_COLOURS[cue_class]
 
     image = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
     return Sample(

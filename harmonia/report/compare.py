@@ -6,8 +6,9 @@ small CNN (:mod:`harmonia.models.small`) twice on a simulated-ClickMe data set w
 and once with the harmonizer loss. Everything else is identical: initial weights (the
 trainer seeds them from the seed), batches, optimiser, schedule, epochs. Both models are
 then evaluated with :func:`harmonia.evaluation.evaluate` on ``test`` (in distribution:
-the shortcut agrees with the label in 90% of the images) and ``test_shortcut_broken``
-(it never does), with the release's evaluation saliency (max over channels of
+the shortcut agrees with the label in 90% of the images), ``test_shortcut_broken``
+(it never does) and ``test_no_cue`` (the square codes nothing: what the model reads from
+the part alone), with the release's evaluation saliency (max over channels of
 ``|d logit_label / d pixel|``), alignment = mean Spearman / the split-half ceiling
 computed from the simulated participants (:func:`harmonia.evaluation.resolve_ceiling`).
 Every evaluation is a run in the results store.
@@ -32,12 +33,14 @@ import torch
 from harmonia.humans.simulate import SimulationConfig
 from harmonia.training.trainer import TrainConfig
 
-SPLITS = ("test", "test_shortcut_broken")
+SPLITS = ("test", "test_shortcut_broken", "test_no_cue")
 VARIANTS = ("baseline", "harmonized")
 # metric key -> label, in the order tables and figures show them
 METRICS = {
     "test/accuracy": "accuracy, test",
     "test_shortcut_broken/accuracy": "accuracy, shortcut broken",
+    # the part alone: separates "never learned the part" from "learned it, the cue wins"
+    "test_no_cue/accuracy": "accuracy, no cue",
     "test/alignment": "alignment, test",
     "test_shortcut_broken/alignment": "alignment, shortcut broken",
     # minimal-norm FMN attacks on the first adv_images images of "test" (issue 5)

@@ -29,7 +29,7 @@ from harmonia.viz.overlay import normalize_map
 
 # One colour per model variant, used in every figure so the reader can match them.
 COLOURS = {"baseline": "#d95f02", "harmonized": "#1b9e77"}
-SPLIT_STYLES = {"test": "-", "test_shortcut_broken": "--"}
+SPLIT_STYLES = {"test": "-", "test_shortcut_broken": "--", "test_no_cue": ":"}
 
 
 def _pyplot() -> Any:
