@@ -118,3 +118,18 @@ def test_figures_are_png():
 
 def test_fmt_never_turns_nan_into_zero():
     assert fmt(float("nan")) == "nan" and fmt(None) == "nan" and mean_sd([float("nan")]) == "nan"
+
+
+def test_demo_simulation_options_reach_the_data_and_the_rerun_command(tmp_path):
+    from harmonia.cli.demo_cmd import _rerun_command, _simulated_data
+    from harmonia.data import read_info
+    from harmonia.report.compare import ComparisonSettings
+
+    settings = ComparisonSettings.quick(n_train=16, n_test=8, n_subjects=2, shortcut_rate=0.7, part_radius=(7.0, 9.0))
+    root = _simulated_data(tmp_path / "sim", settings)
+    sim = read_info(root).extra["simulation"]
+    assert sim["shortcut_rate"] == 0.7 and tuple(sim["part_radius"]) == (7.0, 9.0)
+    assert "test_no_cue" in read_info(root).splits
+    assert _simulated_data(tmp_path / "sim", settings) == root  # same settings: reused
+    cmd = _rerun_command(False, 1, tmp_path, {"shortcut-rate": 0.7, "part-radius": (7.0, 9.0), "lambda": None})
+    assert cmd.endswith("--shortcut-rate 0.7 --part-radius 7.0 9.0")

@@ -123,15 +123,16 @@ def _explain_photos(out: Path, model_name: str, device: str) -> tuple[list[list[
     return rows, photos_figure(images, maps, titles)
 
 
-def _simulated_data(root: Path, n_train: int, n_test: int, n_subjects: int, seed: int) -> Path:
-    """The simulated benchmark at ``root``: reused when it was made with these settings."""
+def _simulated_data(root: Path, settings: Any) -> Path:
+    """The simulated benchmark of ``settings`` (ComparisonSettings) at ``root``: reused when it
+    was made with these settings."""
     from harmonia.cli.progress import progress_callback
     from harmonia.data.format import read_info
     from harmonia.humans.simulate import SimulationConfig, simulate_from_config
 
     from harmonia.humans.simulate import SPLITS
 
-    cfg = SimulationConfig(n_train=n_train, n_test=n_test, n_subjects=n_subjects, seed=seed)
+    cfg = settings.simulation_config()
     if (root / "harmonia.json").is_file():
         try:
             info = read_info(root)
@@ -165,7 +166,7 @@ def _rerun_command(quick: bool, seeds: int, out: Path, overrides: dict[str, Any]
         parts += ["--seeds", str(seeds)]
     for k, v in overrides.items():
         if v is not None:
-            parts += [f"--{k}", str(v)]
+            parts += [f"--{k}", *(map(str, v) if isinstance(v, tuple) else [str(v)])]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -178,6 +179,8 @@ def demo_command(
     epochs: Optional[int] = typer.Option(None, help="Override the training epochs (both models)."),
     lambda_harmonization: Optional[float] = typer.Option(None, "--lambda", help="Override the harmonized model's lambda."),
     reducer: Optional[str] = typer.Option(None, help="Channel reducer of the training saliency (mean = the released loss, max_abs = the evaluation's map). See docs/demo.md."),
+    shortcut_rate: Optional[float] = typer.Option(None, "--shortcut-rate", min=0.0, max=1.0, help="Simulated data: share of train/test images whose corner cue shows the label (default 0.9)."),
+    part_radius: Optional[tuple[float, float]] = typer.Option(None, "--part-radius", help="Simulated data: range of the part's half-size, pixels at 64 px (default 4.5 6)."),
     photos_model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Pretrained model for the real photos."),
     skip_photos: bool = typer.Option(False, "--skip-photos", help="Skip part 1 (real photos)."),
     device: str = typer.Option("cpu", help="Training device: 'cpu' (the default: reproducible timings), 'cuda', 'auto'."),
@@ -198,7 +201,8 @@ def demo_command(
     timings: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)
     overrides = {k: v for k, v in (("epochs", epochs), ("lambda_harmonization", lambda_harmonization),
-                                   ("reducer", reducer)) if v is not None}
+                                   ("reducer", reducer), ("shortcut_rate", shortcut_rate),
+                                   ("part_radius", tuple(part_radius) if part_radius else None)) if v is not None}
     base = compare.ComparisonSettings.quick() if quick else compare.ComparisonSettings()
     settings = dataclasses.replace(base, **overrides, seeds=tuple(range(seeds)))
     dev = str(resolve_device(device))
@@ -213,8 +217,7 @@ def demo_command(
 
     console.rule("2. Simulated ClickMe benchmark ([yellow]SYNTHETIC[/])")
     t = time.perf_counter()
-    sim = _simulated_data(out / ("sim-clickme-quick" if quick else "sim-clickme"), settings.n_train, settings.n_test,
-                          settings.n_subjects, settings.sim_seed)
+    sim = _simulated_data(out / ("sim-clickme-quick" if quick else "sim-clickme"), settings)
     timings["2. simulate data"] = time.perf_counter() - t
     from harmonia.data.format import read_info
 
@@ -255,7 +258,9 @@ def demo_command(
         "verdict": cmp.verdict(), "ceilings": cmp.ceilings, "runs": summary["runs"], "timings": timings,
         "figures": figs, "photo_rows": photo_rows, "photo_figure": photo_figure,
         "examples_split": ex["split"], "examples_seed": ex["seed"],
-        "command": _rerun_command(quick, seeds, out, {"epochs": epochs, "lambda": lambda_harmonization, "reducer": reducer}),
+        "command": _rerun_command(quick, seeds, out, {"epochs": epochs, "lambda": lambda_harmonization, "reducer": reducer,
+                                                             "shortcut-rate": shortcut_rate,
+                                                             "part-radius": tuple(part_radius) if part_radius else None}),
         "paths": paths, "description": info.description, "version": __version__, "quick": quick,
         "n_classes": len(info.classes or []) or None,
     }  # fmt: skip

@@ -68,6 +68,8 @@ class ComparisonSettings:
     n_test: int = SimulationConfig.n_test
     n_subjects: int = SimulationConfig.n_subjects
     sim_seed: int = SimulationConfig.seed
+    shortcut_rate: float = SimulationConfig.shortcut_rate
+    part_radius: tuple[float, float] = SimulationConfig.part_radius
     # model and training recipe
     width: int = 16
     epochs: int = 6
@@ -93,6 +95,16 @@ class ComparisonSettings:
         base = dict(n_train=200, n_test=64, n_subjects=4, width=8, epochs=2, curve_eval_limit=32, n_examples=3,
                     adv_images=16, adv_steps=30)
         return cls(**{**base, **overrides})
+
+    def simulation_config(self) -> SimulationConfig:
+        """The simulated-ClickMe settings of the comparison's data set.
+
+        Example:
+            >>> ComparisonSettings(shortcut_rate=0.7).simulation_config().shortcut_rate
+            0.7
+        """
+        return SimulationConfig(n_train=self.n_train, n_test=self.n_test, n_subjects=self.n_subjects,
+                                seed=self.sim_seed, shortcut_rate=self.shortcut_rate, part_radius=self.part_radius)
 
     def train_config(self, data: str | Path, out_dir: str | Path, *, seed: int, harmonized: bool,
                      device: str = "cpu") -> TrainConfig:
