@@ -246,6 +246,33 @@ def test_gradient_through_the_saliency_of_a_linear_model():
     torch.testing.assert_close(g_double, g_explicit, rtol=1e-10, atol=1e-14)
 
 
+def test_scores_of_the_saliency_on_a_linear_model():
+    # Linear model: the logit gradient is W_y / std, the centred one (W_y - mean_k W_k) / std.
+    # A direction added to every class's weights moves all logits together: it changes the
+    # released map and neither the centred nor the log-probability map.
+    model = linear_model()
+    images, labels, human = batch(3)
+    w = model.net[1].weight.detach()
+    sal = {s: harmonizer_loss(model, images, labels, human, score=s, reducer="max_abs").harmonization
+           for s in ("logit", "centered_logit", "log_prob")}
+    with torch.no_grad():
+        model.net[1].weight += 5 * torch.randn(1, w.shape[1], dtype=w.dtype)  # the same row for every class
+    shifted = {s: harmonizer_loss(model, images, labels, human, score=s, reducer="max_abs").harmonization
+               for s in sal}
+    assert not torch.isclose(sal["logit"], shifted["logit"])
+    torch.testing.assert_close(sal["centered_logit"], shifted["centered_logit"], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(sal["log_prob"], shifted["log_prob"], rtol=1e-9, atol=1e-12)
+    with torch.no_grad():
+        model.net[1].weight.copy_(w)
+    centred = (w - w.mean(0))[labels].view(3, 3, 8, 8) / model._std
+    z_s, z_h = standardize_cut(centred.abs().amax(1)), standardize_cut(human)
+    h = z_h / (z_h.amax((1, 2), keepdim=True) + 1e-6) * (z_s.amax((1, 2), keepdim=True) + 1e-6)
+    expected = torch.stack([((a - c) ** 2).mean() for a, c in zip(pyramid(z_s, 5), pyramid(h, 5))]).mean()
+    torch.testing.assert_close(sal["centered_logit"], expected, rtol=1e-10, atol=1e-14)
+    with pytest.raises(ValueError, match="score must be one of"):
+        harmonizer_loss(model, images, labels, human, score="margin")
+
+
 @pytest.mark.parametrize("reducer", ["mean", "max_abs", "abs_mean"])
 def test_float32_reducers_back_propagate_like_float64(reducer):
     # The float32 path reduces with the explainers' reduce_channels; an in-place op there

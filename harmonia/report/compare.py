@@ -81,6 +81,7 @@ class ComparisonSettings:
     # The map the evaluation scores; the released loss's signed channel mean lets the
     # colour-coded shortcut hide from the training saliency (docs/demo.md, measured).
     reducer: str = "max_abs"
+    score: str = "logit"
     seeds: tuple[int, ...] = (0,)
     # reporting
     # adversarial alignment: FMN (L2) on the first adv_images images of "test"
@@ -121,7 +122,7 @@ class ComparisonSettings:
             "adamw",
             data=str(data), model="small_cnn", out_dir=str(out_dir), seed=seed,
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            label_smoothing=self.label_smoothing, reducer=self.reducer,
+            label_smoothing=self.label_smoothing, reducer=self.reducer, score=self.score,
             lambda_harmonization=self.lambda_harmonization if harmonized else 0.0,
             # No augmentation: a random crop would cut the corner shortcut out of many images
             # and blur what the comparison is about (what the loss alone changes).

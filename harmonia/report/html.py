@@ -169,7 +169,9 @@ def render_demo_report(ctx: Mapping[str, Any]) -> str:
         f"{s['batch_size']}, AdamW lr {s['lr']:g}, weight decay {s['weight_decay']:g}, cosine schedule, "
         f"label smoothing {s['label_smoothing']:g}, no augmentation). "
         f"They differ only in the harmonization weight: <b>baseline</b> lambda = 0, <b>harmonized</b> "
-        f"lambda = {s['lambda_harmonization']:g} (training saliency: {_REDUCER_TEXT.get(s['reducer'], esc(s['reducer']))}). "
+        f"lambda = {s['lambda_harmonization']:g} (training saliency: {_REDUCER_TEXT.get(s['reducer'], esc(s['reducer']))}"
+        + ("" if s.get("score", "logit") == "logit" else f", of the {esc(s['score'])} instead of the logit")
+        + "). "
         f"Seeds: {', '.join(map(str, s['seeds']))}.</p>"
         "<p>Evaluation: accuracy, and alignment = mean Spearman correlation between the model's saliency "
         "(max over channels of |d logit<sub>label</sub> / d pixel|, the release's evaluation map) and the "

@@ -57,6 +57,7 @@ from harmonia.training.weight_decay import weight_params as select_weight_params
 from harmonia.training.weight_decay import weight_term
 
 SaliencyInput = Literal["pixels", "normalized"]
+SCORES = ("logit", "centered_logit", "log_prob")
 
 
 @dataclass
@@ -139,8 +140,13 @@ def _reduce(grads: torch.Tensor, reducer: str) -> torch.Tensor:
     return reduce_channels(grads, reducer)
 
 
-def _true_class_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    # sum_k logits_k * y_k: the true-class logit for index labels, the expected logit for soft ones
+def _true_class_score(logits: torch.Tensor, labels: torch.Tensor, score: str = "logit") -> torch.Tensor:
+    # sum_k s_k * y_k with s the logits (as released), the logits minus their mean over classes
+    # (a shift common to all classes changes no decision), or the log-probabilities
+    if score == "centered_logit":
+        logits = logits - logits.mean(1, keepdim=True)
+    elif score == "log_prob":
+        logits = torch.log_softmax(logits, 1)
     if labels.ndim == 1:
         return logits.gather(1, labels[:, None]).sum()
     return (logits * labels.to(logits.dtype)).sum()
@@ -194,6 +200,7 @@ def harmonizer_loss(
     pyramid_levels: int = 6,
     reducer: str = "mean",
     saliency_input: SaliencyInput = "pixels",
+    score: str = "logit",
     only_contributing: bool = True,
     weight_params: list[torch.Tensor] | None = None,
 ) -> HarmonizerLoss:
@@ -218,6 +225,9 @@ def harmonizer_loss(
             "max_abs" or "abs_mean" (see ``harmonia.attribution.reducers``).
         saliency_input: "pixels" (gradient w.r.t. the [0, 1] images, as released) or
             "normalized" (w.r.t. the ImageNet-normalised network input, the original code).
+        score: what the saliency explains: "logit" (the true-class logit, as released),
+            "centered_logit" (minus the mean logit: a component shared by all classes, which
+            no decision sees, cannot make the map) or "log_prob" (the log-probability).
         only_contributing: build the double-backward graph only for token != 0 rows when the
             model's rows are independent (see the module docstring); same loss either way.
         weight_params: the parameters of the weight term; None selects them as the release
@@ -237,6 +247,8 @@ def harmonizer_loss(
         (torch.Size([4, 2]), True)
     """
     check_reducer(reducer)
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
     if saliency_input not in ("pixels", "normalized"):
         raise ValueError(f"saliency_input must be 'pixels' or 'normalized', got {saliency_input!r}")
     if saliency_input == "normalized" and not (hasattr(model, "preprocess") and hasattr(model, "net")):
@@ -277,12 +289,12 @@ def harmonizer_loss(
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(n, device=order.device)
             logits = torch.cat([logits1, logits0])[inverse]
-            (grads,) = torch.autograd.grad(_true_class_score(logits1, labels[contributing]), x1, create_graph=True)
+            (grads,) = torch.autograd.grad(_true_class_score(logits1, labels[contributing], score), x1, create_graph=True)
             saliency, keep = _reduce(grads, reducer), contributing
         else:
             x, logits = _forward_for_saliency(model, images, saliency_input)
             # the whole batch's sum: with batch statistics a row's saliency has terms from every logit
-            (grads,) = torch.autograd.grad(_true_class_score(logits, labels), x, create_graph=True)
+            (grads,) = torch.autograd.grad(_true_class_score(logits, labels, score), x, create_graph=True)
             saliency = _reduce(grads, reducer)
             keep = contributing if only_contributing else torch.arange(n, device=images.device)
             if only_contributing:  # the maps of token-0 rows add exactly zero

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader
 from harmonia.attribution.reducers import REDUCERS
 from harmonia.training import distributed as D
 from harmonia.training.augment import PairedAugment, step_generator
+from harmonia.training.loss import SCORES
 from harmonia.training.mixing import ImageFolderSource, MixedBatchSampler, MixedDataset, folder_count
 from harmonia.training.schedule import ScheduleFn, build_scheduler, recipe_milestones
 from harmonia.training.state import BEST, FINAL, LAST, load_state, rng_state, save_state, set_rng_state, sweep_temporaries
@@ -120,6 +121,7 @@ class TrainConfig:
     levels: int = 5
     reducer: str = "mean"  # training saliency's channel reduction (signed mean, as released)
     saliency_input: str = "pixels"
+    score: str = "logit"  # what the training saliency explains (the true-class logit, as released)
     image_size: int | None = None
     model_input_size: int | None = None  # None: the network sees image_size (no inner resize)
     augment: bool = True
@@ -210,6 +212,7 @@ class TrainConfig:
             (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}"),
             (self.reducer in REDUCERS, f"reducer must be one of {', '.join(REDUCERS)}, got {self.reducer!r}"),
             (self.saliency_input in ("pixels", "normalized"), f"saliency_input must be 'pixels' or 'normalized', got {self.saliency_input!r}"),
+            (self.score in SCORES, f"score must be one of {', '.join(SCORES)}, got {self.score!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -425,7 +428,7 @@ class _Trainer:
         self.loss_module = _LossModule(model, {
             "lambda_harmonization": cfg.lambda_harmonization, "lambda_weights": cfg.lambda_weights,
             "label_smoothing": cfg.label_smoothing, "levels": cfg.levels, "reducer": cfg.reducer,
-            "saliency_input": cfg.saliency_input,
+            "saliency_input": cfg.saliency_input, "score": cfg.score,
         })
 
         decay_ids = {id(p) for p in self.loss_module.weight_list}
