@@ -53,12 +53,16 @@ def test_shortcut_agreement_per_split(sim):
         assert len(np.unique(wrong)) >= 6
 
 
-def test_the_image_shows_the_recorded_cue_away_from_the_object(sim):
-    ds = HarmoniaDataset(sim, split="test_shortcut_broken")
-    m = load_meta(sim, "test_shortcut_broken")
-    for i in range(20):
+def _images_and_cue_boxes(sim, split, n=20):
+    """The first n images of a split (H x W x 3, 0-255), their meta rows, and cue boxes."""
+    ds, m = HarmoniaDataset(sim, split=split), load_meta(sim, split)
+    for i in range(n):
         img = (ds[i]["image"].permute(1, 2, 0).numpy() * 255).round()
-        x0, y0, x1, y1 = m["cue_x0"][i], m["cue_y0"][i], m["cue_x1"][i], m["cue_y1"][i]
+        yield i, img, m, (m["cue_x0"][i], m["cue_y0"][i], m["cue_x1"][i], m["cue_y1"][i])
+
+
+def test_the_image_shows_the_recorded_cue_away_from_the_object(sim):
+    for i, img, m, (x0, y0, x1, y1) in _images_and_cue_boxes(sim, "test_shortcut_broken"):
         centre = img[(y0 + y1) // 2, (x0 + x1) // 2]
         assert np.abs(centre - np.array(CUE_COLOURS[m["shortcut_class"][i]]) * 255).max() <= 1
         ox0, oy0, ox1, oy1 = m["object_x0"][i], m["object_y0"][i], m["object_x1"][i], m["object_y1"][i]
@@ -67,11 +71,7 @@ def test_the_image_shows_the_recorded_cue_away_from_the_object(sim):
 
 
 def test_no_cue_split_shows_a_plain_grey_square(sim):
-    ds = HarmoniaDataset(sim, split="test_no_cue")
-    m = load_meta(sim, "test_no_cue")
-    for i in range(20):
-        img = (ds[i]["image"].permute(1, 2, 0).numpy() * 255).round()
-        x0, y0, x1, y1 = m["cue_x0"][i], m["cue_y0"][i], m["cue_x1"][i], m["cue_y1"][i]
+    for _, img, _, (x0, y0, x1, y1) in _images_and_cue_boxes(sim, "test_no_cue"):
         assert np.abs(img[y0:y1, x0:x1] - np.array(CUE_FRAME) * 255).max() <= 1
 
 
