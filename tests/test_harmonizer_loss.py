@@ -273,6 +273,29 @@ def test_scores_of_the_saliency_on_a_linear_model():
         harmonizer_loss(model, images, labels, human, score="margin")
 
 
+def test_outside_term_by_hand_on_a_linear_model():
+    model = linear_model()
+    images, labels, human = batch(3)
+    human[0, :4] = 0.0  # some pixels where "nobody looked"
+    tokens = torch.tensor([1.0, 0.0, 1.0])
+    out = harmonizer_loss(model, images, labels, human, tokens, lambda_outside=2.0, reducer="max_abs")
+    plain = harmonizer_loss(model, images, labels, human, tokens, reducer="max_abs")
+    w = model.net[1].weight.detach()
+    sal = (w[labels].view(3, 3, 8, 8) / model._std).abs().amax(1)
+    mask = human <= 0.05 * human.amax((1, 2), keepdim=True)
+    expected = (tokens[:, None, None] * mask * sal.square()).sum() / 3
+    assert mask[0].sum() >= 32
+    torch.testing.assert_close(out.outside, expected, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(out.total, plain.total + 2.0 * expected, rtol=1e-10, atol=1e-14)
+    assert plain.outside == 0 and torch.equal(out.harmonization, plain.harmonization)
+    # lambda_harmonization 0 with the outside term still builds the saliency
+    only = harmonizer_loss(model, images, labels, human, tokens, lambda_harmonization=0.0, lambda_outside=2.0,
+                           reducer="max_abs")
+    torch.testing.assert_close(only.total, only.cross_entropy + 1e-5 * only.weights + 2.0 * expected)
+    with pytest.raises(ValueError, match="lambda_outside"):
+        harmonizer_loss(model, images, labels, human, lambda_outside=-1.0)
+
+
 @pytest.mark.parametrize("reducer", ["mean", "max_abs", "abs_mean"])
 def test_float32_reducers_back_propagate_like_float64(reducer):
     # The float32 path reduces with the explainers' reduce_channels; an in-place op there
@@ -355,16 +378,17 @@ def test_only_contributing_gives_the_reference_loss_and_gradients(norm, train, s
     tokens = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
     base = small_model(norm).train(train)
     ref_model, cheap_model = copy.deepcopy(base), copy.deepcopy(base)
-    ref, ref_grads, ref_sizes = _loss_and_grads(ref_model, images, labels, human, tokens, False)
-    cheap, cheap_grads, cheap_sizes = _loss_and_grads(cheap_model, images, labels, human, tokens, True)
+    kw = {"lambda_outside": 0.5, "outside_threshold": 0.3}  # the extra term too (~30% of pixels "outside")
+    ref, ref_grads, ref_sizes = _loss_and_grads(ref_model, images, labels, human, tokens, False, **kw)
+    cheap, cheap_grads, cheap_sizes = _loss_and_grads(cheap_model, images, labels, human, tokens, True, **kw)
 
     # the saliency graph is built for the two token-1 rows only, unless BatchNorm couples the rows
     assert ref_sizes == [6]
     assert cheap_sizes == ([2, 4] if split else [6])
-    for part in ("total", "cross_entropy", "harmonization", "weights"):
+    for part in ("total", "cross_entropy", "harmonization", "weights", "outside"):
         torch.testing.assert_close(getattr(cheap, part), getattr(ref, part), rtol=1e-6, atol=1e-12)
     torch.testing.assert_close(cheap.logits, ref.logits, rtol=1e-10, atol=1e-12)
-    assert ref.harmonization > 0
+    assert ref.harmonization > 0 and ref.outside > 0
     for name, g in ref_grads.items():
         torch.testing.assert_close(cheap_grads[name], g, rtol=1e-6, atol=1e-12, msg=name)
     if train and norm == "batch":  # the running statistics saw the whole batch in both

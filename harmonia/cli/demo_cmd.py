@@ -179,6 +179,7 @@ def demo_command(
     epochs: Optional[int] = typer.Option(None, help="Override the training epochs (both models)."),
     lambda_harmonization: Optional[float] = typer.Option(None, "--lambda", help="Override the harmonized model's lambda."),
     reducer: Optional[str] = typer.Option(None, help="Channel reducer of the training saliency (mean = the released loss, max_abs = the evaluation's map). See docs/demo.md."),
+    lambda_outside: Optional[float] = typer.Option(None, "--lambda-outside", help="Harmonized model: weight of the squared saliency where the human map is <= 5%% of its max (not in the release; docs/demo.md). [default: 0]"),
     score: Optional[str] = typer.Option(None, help="What the training saliency explains: logit (as released), centered_logit, log_prob. See docs/demo.md."),
     shortcut_rate: Optional[float] = typer.Option(None, "--shortcut-rate", min=0.0, max=1.0, help="Simulated data: share of train/test images whose corner cue shows the label (default 0.9)."),
     part_radius: Optional[tuple[float, float]] = typer.Option(None, "--part-radius", help="Simulated data: range of the part's half-size, pixels at 64 px (default 4.5 6)."),
@@ -202,7 +203,8 @@ def demo_command(
     timings: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)
     overrides = {k: v for k, v in (("epochs", epochs), ("lambda_harmonization", lambda_harmonization),
-                                   ("reducer", reducer), ("score", score), ("shortcut_rate", shortcut_rate),
+                                   ("reducer", reducer), ("score", score), ("lambda_outside", lambda_outside),
+                                   ("shortcut_rate", shortcut_rate),
                                    ("part_radius", tuple(part_radius) if part_radius else None)) if v is not None}
     base = compare.ComparisonSettings.quick() if quick else compare.ComparisonSettings()
     settings = dataclasses.replace(base, **overrides, seeds=tuple(range(seeds)))
@@ -260,6 +262,7 @@ def demo_command(
         "figures": figs, "photo_rows": photo_rows, "photo_figure": photo_figure,
         "examples_split": ex["split"], "examples_seed": ex["seed"],
         "command": _rerun_command(quick, seeds, out, {"epochs": epochs, "lambda": lambda_harmonization, "reducer": reducer, "score": score,
+                                                             "lambda-outside": lambda_outside,
                                                              "shortcut-rate": shortcut_rate,
                                                              "part-radius": tuple(part_radius) if part_radius else None}),
         "paths": paths, "description": info.description, "version": __version__, "quick": quick,

@@ -82,6 +82,7 @@ class ComparisonSettings:
     # colour-coded shortcut hide from the training saliency (docs/demo.md, measured).
     reducer: str = "max_abs"
     score: str = "logit"
+    lambda_outside: float = 0.0  # harmonized model only (see harmonia.training.harmonizer_loss)
     seeds: tuple[int, ...] = (0,)
     # reporting
     # adversarial alignment: FMN (L2) on the first adv_images images of "test"
@@ -124,6 +125,7 @@ class ComparisonSettings:
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
             label_smoothing=self.label_smoothing, reducer=self.reducer, score=self.score,
             lambda_harmonization=self.lambda_harmonization if harmonized else 0.0,
+            lambda_outside=self.lambda_outside if harmonized else 0.0,
             # No augmentation: a random crop would cut the corner shortcut out of many images
             # and blur what the comparison is about (what the loss alone changes).
             augment=False, warmup_epochs=0.5,

@@ -171,6 +171,8 @@ def render_demo_report(ctx: Mapping[str, Any]) -> str:
         f"They differ only in the harmonization weight: <b>baseline</b> lambda = 0, <b>harmonized</b> "
         f"lambda = {s['lambda_harmonization']:g} (training saliency: {_REDUCER_TEXT.get(s['reducer'], esc(s['reducer']))}"
         + ("" if s.get("score", "logit") == "logit" else f", of the {esc(s['score'])} instead of the logit")
+        + ("" if not s.get("lambda_outside") else f"; plus {s['lambda_outside']:g} x the squared saliency where "
+           "the human map is below 5% of its max, a term not in the release")
         + "). "
         f"Seeds: {', '.join(map(str, s['seeds']))}.</p>"
         "<p>Evaluation: accuracy, and alignment = mean Spearman correlation between the model's saliency "

@@ -64,8 +64,8 @@ SCORES = ("logit", "centered_logit", "log_prob")
 class HarmonizerLoss:
     """The loss and its parts (scalar tensors) and the logits of the same forward.
 
-    ``total = cross_entropy + lambda_weights * weights + lambda_harmonization * harmonization``;
-    the parts are unweighted.
+    ``total = cross_entropy + lambda_weights * weights + lambda_harmonization * harmonization
+    + lambda_outside * outside``; the parts are unweighted.
     """
 
     total: torch.Tensor
@@ -73,6 +73,7 @@ class HarmonizerLoss:
     harmonization: torch.Tensor
     weights: torch.Tensor
     logits: torch.Tensor
+    outside: torch.Tensor | None = None  # the saliency outside the human maps (lambda_outside term)
 
 
 def standardize_cut(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -186,6 +187,21 @@ def _harmonization_term(
         return torch.stack(terms).mean()
 
 
+def _outside_term(
+    saliency: torch.Tensor, human: torch.Tensor, tokens: torch.Tensor, batch_size: int, threshold: float
+) -> torch.Tensor:
+    """sum over rows and pixels of t_n * saliency^2 where the human map is <= threshold * its max, / N.
+
+    Not standardised (unlike the harmonization term): the size of the gradient where people
+    do not look is what it penalises ("right for the right reasons", Ross et al. 2017).
+    """
+    with torch.autocast(saliency.device.type, enabled=False):
+        dtype = torch.promote_types(saliency.dtype, torch.float32)
+        human = human.to(dtype)
+        mask = (human <= threshold * human.amax((-2, -1), keepdim=True)).to(dtype)
+        return (tokens.to(dtype)[:, None, None] * mask * saliency.to(dtype).square()).sum() / batch_size
+
+
 def harmonizer_loss(
     model: nn.Module,
     images: torch.Tensor,
@@ -201,6 +217,8 @@ def harmonizer_loss(
     reducer: str = "mean",
     saliency_input: SaliencyInput = "pixels",
     score: str = "logit",
+    lambda_outside: float = 0.0,
+    outside_threshold: float = 0.05,
     only_contributing: bool = True,
     weight_params: list[torch.Tensor] | None = None,
 ) -> HarmonizerLoss:
@@ -228,13 +246,18 @@ def harmonizer_loss(
         score: what the saliency explains: "logit" (the true-class logit, as released),
             "centered_logit" (minus the mean logit: a component shared by all classes, which
             no decision sees, cannot make the map) or "log_prob" (the log-probability).
+        lambda_outside: weight of an extra term, not in the release (0 = off): the sum of the
+            squared saliency over the pixels where the human map is at most
+            ``outside_threshold`` of its max, averaged over the batch. Unlike the
+            standardised harmonization term it grows with the gradient itself, so a cue
+            read where people do not look costs something (docs/demo.md, measured).
         only_contributing: build the double-backward graph only for token != 0 rows when the
             model's rows are independent (see the module docstring); same loss either way.
         weight_params: the parameters of the weight term; None selects them as the release
             (``harmonia.training.weight_params``). Pass the list once to save the selection.
 
     Returns:
-        HarmonizerLoss(total, cross_entropy, harmonization, weights, logits).
+        HarmonizerLoss(total, cross_entropy, harmonization, weights, logits, outside).
 
     Example:
         >>> from harmonia.models.wrapper import HarmoniaModel, Preprocessing
@@ -269,10 +292,13 @@ def harmonizer_loss(
     weights = weight_term(params) if params else torch.zeros((), device=images.device)
 
     contributing = (tokens != 0).nonzero().flatten()
-    harmonize = lambda_harmonization != 0 and (contributing.numel() > 0 or not only_contributing)
+    if lambda_outside < 0 or not 0 <= outside_threshold < 1:
+        raise ValueError(f"need lambda_outside >= 0 and 0 <= outside_threshold < 1, got {lambda_outside}, {outside_threshold}")
+    harmonize = (lambda_harmonization != 0 or lambda_outside != 0) and (contributing.numel() > 0 or not only_contributing)
     if not harmonize:  # no double backward at all: L_h is exactly zero
         logits = model(images)
         harmonization = torch.zeros((), device=images.device)
+        outside = torch.zeros((), device=images.device)
     else:
         if human_maps is None:
             raise ValueError("human_maps is needed when some tokens are non-zero")
@@ -304,6 +330,8 @@ def harmonizer_loss(
                 f"human maps are {tuple(human_maps.shape[-2:])} but the saliency is {tuple(saliency.shape[-2:])}"
             )
         harmonization = _harmonization_term(saliency, human_maps[keep], tokens[keep], n, levels)
+        outside = (_outside_term(saliency, human_maps[keep], tokens[keep], n, outside_threshold) if lambda_outside
+                   else torch.zeros((), device=images.device))
 
     with torch.autocast(images.device.type, enabled=False):
         dtype = torch.promote_types(logits.dtype, torch.float32)
@@ -312,4 +340,6 @@ def harmonizer_loss(
         else:
             cross_entropy = F.cross_entropy(logits.to(dtype), labels.to(dtype), label_smoothing=label_smoothing)
         total = cross_entropy + lambda_weights * weights.to(dtype) + lambda_harmonization * harmonization.to(dtype)
-    return HarmonizerLoss(total, cross_entropy, harmonization, weights, logits)
+        if lambda_outside:
+            total = total + lambda_outside * outside.to(dtype)
+    return HarmonizerLoss(total, cross_entropy, harmonization, weights, logits, outside)

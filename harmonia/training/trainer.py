@@ -122,6 +122,8 @@ class TrainConfig:
     reducer: str = "mean"  # training saliency's channel reduction (signed mean, as released)
     saliency_input: str = "pixels"
     score: str = "logit"  # what the training saliency explains (the true-class logit, as released)
+    lambda_outside: float = 0.0  # extra term, not in the release: squared saliency where people do not look
+    outside_threshold: float = 0.05
     image_size: int | None = None
     model_input_size: int | None = None  # None: the network sees image_size (no inner resize)
     augment: bool = True
@@ -213,6 +215,7 @@ class TrainConfig:
             (self.reducer in REDUCERS, f"reducer must be one of {', '.join(REDUCERS)}, got {self.reducer!r}"),
             (self.saliency_input in ("pixels", "normalized"), f"saliency_input must be 'pixels' or 'normalized', got {self.saliency_input!r}"),
             (self.score in SCORES, f"score must be one of {', '.join(SCORES)}, got {self.score!r}"),
+            (self.lambda_outside >= 0 and 0 <= self.outside_threshold < 1, f"need lambda_outside >= 0 and 0 <= outside_threshold < 1, got {self.lambda_outside}, {self.outside_threshold}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -428,7 +431,8 @@ class _Trainer:
         self.loss_module = _LossModule(model, {
             "lambda_harmonization": cfg.lambda_harmonization, "lambda_weights": cfg.lambda_weights,
             "label_smoothing": cfg.label_smoothing, "levels": cfg.levels, "reducer": cfg.reducer,
-            "saliency_input": cfg.saliency_input, "score": cfg.score,
+            "saliency_input": cfg.saliency_input, "score": cfg.score, "lambda_outside": cfg.lambda_outside,
+            "outside_threshold": cfg.outside_threshold,
         })
 
         decay_ids = {id(p) for p in self.loss_module.weight_list}
