@@ -131,5 +131,6 @@ def test_demo_simulation_options_reach_the_data_and_the_rerun_command(tmp_path):
     assert sim["shortcut_rate"] == 0.7 and tuple(sim["part_radius"]) == (7.0, 9.0)
     assert "test_no_cue" in read_info(root).splits
     assert _simulated_data(tmp_path / "sim", settings) == root  # same settings: reused
-    cmd = _rerun_command(False, 1, tmp_path, {"shortcut-rate": 0.7, "part-radius": (7.0, 9.0), "lambda": None})
-    assert cmd.endswith("--shortcut-rate 0.7 --part-radius 7.0 9.0")
+    cmd = _rerun_command(False, 1, tmp_path, {"shortcut-rate": 0.7, "part-radius": (7.0, 9.0), "lambda": None,
+                                              "skip-photos": True, "device": None})
+    assert cmd.endswith("--shortcut-rate 0.7 --part-radius 7.0 9.0 --skip-photos")

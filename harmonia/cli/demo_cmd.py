@@ -165,7 +165,9 @@ def _rerun_command(quick: bool, seeds: int, out: Path, overrides: dict[str, Any]
     if seeds != 1:
         parts += ["--seeds", str(seeds)]
     for k, v in overrides.items():
-        if v is not None:
+        if v is True:  # a flag
+            parts.append(f"--{k}")
+        elif v is not None and v is not False:
             parts += [f"--{k}", *(map(str, v) if isinstance(v, tuple) else [str(v)])]
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -256,15 +258,19 @@ def demo_command(
         paths["photo overlays"] = out / "explain"
     timings["4. report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_all
+    given = {  # the options the user passed, as they are spelled on the command line
+        "epochs": epochs, "lambda": lambda_harmonization, "reducer": reducer, "score": score,
+        "lambda-outside": lambda_outside, "shortcut-rate": shortcut_rate,
+        "part-radius": tuple(part_radius) if part_radius else None, "skip-photos": skip_photos,
+        "model": None if photos_model == "efficientnet_lite0" else photos_model,
+        "device": None if device == "cpu" else device,
+    }
     ctx = {
         "settings": summary["settings"], "values": cmp.values(), "metric_labels": compare.METRICS,
         "verdict": cmp.verdict(), "ceilings": cmp.ceilings, "runs": summary["runs"], "timings": timings,
         "figures": figs, "photo_rows": photo_rows, "photo_figure": photo_figure,
         "examples_split": ex["split"], "examples_seed": ex["seed"],
-        "command": _rerun_command(quick, seeds, out, {"epochs": epochs, "lambda": lambda_harmonization, "reducer": reducer, "score": score,
-                                                             "lambda-outside": lambda_outside,
-                                                             "shortcut-rate": shortcut_rate,
-                                                             "part-radius": tuple(part_radius) if part_radius else None}),
+        "command": _rerun_command(quick, seeds, out, given),
         "paths": paths, "description": info.description, "version": __version__, "quick": quick,
         "n_classes": len(info.classes or []) or None,
     }  # fmt: skip
