@@ -128,9 +128,7 @@ def _simulated_data(root: Path, settings: Any) -> Path:
     was made with these settings."""
     from harmonia.cli.progress import progress_callback
     from harmonia.data.format import read_info
-    from harmonia.humans.simulate import SimulationConfig, simulate_from_config
-
-    from harmonia.humans.simulate import SPLITS
+    from harmonia.humans.simulate import SPLITS, SimulationConfig, simulate_from_config
 
     cfg = settings.simulation_config()
     if (root / "harmonia.json").is_file():
@@ -204,10 +202,12 @@ def demo_command(
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)
-    overrides = {k: v for k, v in (("epochs", epochs), ("lambda_harmonization", lambda_harmonization),
-                                   ("reducer", reducer), ("score", score), ("lambda_outside", lambda_outside),
-                                   ("shortcut_rate", shortcut_rate),
-                                   ("part_radius", tuple(part_radius) if part_radius else None)) if v is not None}
+    # (command-line name, ComparisonSettings field, value) of the options that override the recipe
+    recipe = [("epochs", "epochs", epochs), ("lambda", "lambda_harmonization", lambda_harmonization),
+              ("reducer", "reducer", reducer), ("score", "score", score),
+              ("lambda-outside", "lambda_outside", lambda_outside), ("shortcut-rate", "shortcut_rate", shortcut_rate),
+              ("part-radius", "part_radius", tuple(part_radius) if part_radius else None)]
+    overrides = {field: v for _, field, v in recipe if v is not None}
     base = compare.ComparisonSettings.quick() if quick else compare.ComparisonSettings()
     settings = dataclasses.replace(base, **overrides, seeds=tuple(range(seeds)))
     dev = str(resolve_device(device))
@@ -258,11 +258,8 @@ def demo_command(
         paths["photo overlays"] = out / "explain"
     timings["4. report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_all
-    given = {  # the options the user passed, as they are spelled on the command line
-        "epochs": epochs, "lambda": lambda_harmonization, "reducer": reducer, "score": score,
-        "lambda-outside": lambda_outside, "shortcut-rate": shortcut_rate,
-        "part-radius": tuple(part_radius) if part_radius else None, "skip-photos": skip_photos,
-        "model": None if photos_model == "efficientnet_lite0" else photos_model,
+    given = {name: v for name, _, v in recipe} | {  # as they are spelled on the command line
+        "skip-photos": skip_photos, "model": None if photos_model == "efficientnet_lite0" else photos_model,
         "device": None if device == "cpu" else device,
     }
     ctx = {

@@ -56,7 +56,9 @@ from harmonia.data.format import INDEX_FILE, META_FILE, DatasetWriter, read_info
 from harmonia.humans.blur import blur_maps, native_blur_size
 from harmonia.humans.clicks import subject_click_maps
 from harmonia.humans.simulate_participants import ParticipantModel, simulate_clicks
-from harmonia.humans.simulate_render import MAX_CLASSES, PART_RADIUS, PART_SHAPES, Sample, render_sample
+from harmonia.humans.simulate_render import (
+    MAX_CLASSES, PART_RADIUS, PART_SHAPES, Sample, check_part_radius, render_sample,
+)  # fmt: skip
 from harmonia.utils.io import atomic_write_text
 
 SPLITS = ("train", "test", "test_shortcut_broken", "test_no_cue")
@@ -112,9 +114,7 @@ class SimulationConfig:
             raise ValueError("n_train and n_test must be at least 1")
         if self.n_subjects < 1:
             raise ValueError(f"n_subjects must be at least 1, got {self.n_subjects}")
-        lo, hi = self.part_radius
-        if not 0 < lo <= hi <= 10:
-            raise ValueError(f"part_radius must be a range 0 < lo <= hi <= 10 (pixels at 64 px), got {self.part_radius}")
+        check_part_radius(self.part_radius)
         if self.blur_size is not None and (self.blur_size < 1 or self.blur_size % 2 == 0):
             raise ValueError(f"blur_size must be a positive odd number, got {self.blur_size}")
 
@@ -223,7 +223,7 @@ def _write_split(
     code = SPLITS.index(split)
     classes = list(PART_SHAPES[: cfg.n_classes])
     plan_rng = np.random.default_rng([cfg.seed, code])
-    labels, cues = plan_split(plan_rng, n, cfg.n_classes, cfg.shortcut_rate, broken=split != "train" and split != "test")
+    labels, cues = plan_split(plan_rng, n, cfg.n_classes, cfg.shortcut_rate, broken=split not in ("train", "test"))
     if split == "test_no_cue":
         cues = np.full_like(cues, NO_CUE)
     keep_subjects = split != "train" or cfg.train_subjects

@@ -176,6 +176,17 @@ def _contrasting_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
 PART_RADIUS = (4.5, 6.0)  # half-size range of the part, pixels at 64 px (scales with the image)
 
 
+def check_part_radius(part_radius: tuple[float, float]) -> None:
+    """Raise ValueError unless ``part_radius`` is a range 0 < lo <= hi <= 10 (pixels at 64 px).
+
+    Example:
+        >>> check_part_radius((7.0, 9.0))
+    """
+    lo, hi = part_radius
+    if not 0 < lo <= hi <= 10:
+        raise ValueError(f"part_radius must be a range 0 < lo <= hi <= 10 (pixels at 64 px), got {part_radius}")
+
+
 def render_sample(
     rng: np.random.Generator,
     size: int,
@@ -199,8 +210,7 @@ def render_sample(
     """
     if not 0 <= part_class < MAX_CLASSES or not (cue_class is None or 0 <= cue_class < MAX_CLASSES):
         raise ValueError(f"class indices must be in [0, {MAX_CLASSES})")
-    if not 0 < part_radius[0] <= part_radius[1] <= 10:
-        raise ValueError(f"part_radius must be a range 0 < lo <= hi <= 10 (pixels at 64 px), got {part_radius}")
+    check_part_radius(part_radius)
     f = size / 64.0  # all sizes are designed at 64 px and scale with the image
     img, texture = _background(rng, size)
 

@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from harmonia.humans.simulate import SimulationConfig
 from harmonia.utils.io import atomic_write_text
 
 _CSS = """
@@ -120,7 +121,7 @@ _REDUCER_TEXT = {
 
 
 def _radius_text(r: Any) -> str:
-    lo, hi = r if r else (4.5, 6.0)
+    lo, hi = r if r else SimulationConfig.part_radius  # summaries written before the option
     return f"{lo:g}-{hi:g}"
 
 
@@ -161,7 +162,7 @@ def render_demo_report(ctx: Mapping[str, Any]) -> str:
         f"{s['n_test']} images in each test split, {s['n_subjects']} simulated participants per image, "
         "8 classes that differ only by a small part on a shared body (part half-size "
         f"{_radius_text(s.get('part_radius'))} px at 64 px), and a shortcut: a class-coded corner square "
-        f"that agrees with the label in {s.get('shortcut_rate', 0.9):.0%} of the <code>train</code> and <code>test</code> images "
+        f"that agrees with the label in {s.get('shortcut_rate', SimulationConfig.shortcut_rate):.0%} of the <code>train</code> and <code>test</code> images "
         "and in none of <code>test_shortcut_broken</code>; in <code>test_no_cue</code> the square is plain "
         "grey, so accuracy there is what a model reads from the part alone.</p>"
         f"<p>Two models of the same architecture (<code>small_cnn</code>, width {s['width']}), trained from "

@@ -202,6 +202,29 @@ def _outside_term(
         return (tokens.to(dtype)[:, None, None] * mask * saliency.to(dtype).square()).sum() / batch_size
 
 
+def check_loss_options(
+    reducer: str = "mean",
+    saliency_input: str = "pixels",
+    score: str = "logit",
+    lambda_outside: float = 0.0,
+    outside_threshold: float = 0.05,
+) -> None:
+    """Raise ValueError naming the first unusable saliency option of :func:`harmonizer_loss`.
+
+    Example:
+        >>> check_loss_options(reducer="max_abs", score="centered_logit")
+    """
+    check_reducer(reducer)
+    if saliency_input not in ("pixels", "normalized"):
+        raise ValueError(f"saliency_input must be 'pixels' or 'normalized', got {saliency_input!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+    if lambda_outside < 0 or not 0 <= outside_threshold < 1:
+        raise ValueError(
+            f"need lambda_outside >= 0 and 0 <= outside_threshold < 1, got {lambda_outside}, {outside_threshold}"
+        )
+
+
 def harmonizer_loss(
     model: nn.Module,
     images: torch.Tensor,
@@ -269,11 +292,7 @@ def harmonizer_loss(
         >>> out.logits.shape, bool(out.harmonization > 0)
         (torch.Size([4, 2]), True)
     """
-    check_reducer(reducer)
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
-    if saliency_input not in ("pixels", "normalized"):
-        raise ValueError(f"saliency_input must be 'pixels' or 'normalized', got {saliency_input!r}")
+    check_loss_options(reducer, saliency_input, score, lambda_outside, outside_threshold)
     if saliency_input == "normalized" and not (hasattr(model, "preprocess") and hasattr(model, "net")):
         raise ValueError("saliency_input='normalized' needs a HarmoniaModel (model.preprocess and model.net)")
     if not 1 <= levels <= pyramid_levels:
@@ -292,8 +311,6 @@ def harmonizer_loss(
     weights = weight_term(params) if params else torch.zeros((), device=images.device)
 
     contributing = (tokens != 0).nonzero().flatten()
-    if lambda_outside < 0 or not 0 <= outside_threshold < 1:
-        raise ValueError(f"need lambda_outside >= 0 and 0 <= outside_threshold < 1, got {lambda_outside}, {outside_threshold}")
     harmonize = (lambda_harmonization != 0 or lambda_outside != 0) and (contributing.numel() > 0 or not only_contributing)
     if not harmonize:  # no double backward at all: L_h is exactly zero
         logits = model(images)

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from harmonia.attribution.reducers import REDUCERS
 from harmonia.training import distributed as D
 from harmonia.training.augment import PairedAugment, step_generator
-from harmonia.training.loss import SCORES
+from harmonia.training.loss import check_loss_options
 from harmonia.training.mixing import ImageFolderSource, MixedBatchSampler, MixedDataset, folder_count
 from harmonia.training.schedule import ScheduleFn, build_scheduler, recipe_milestones
 from harmonia.training.state import BEST, FINAL, LAST, load_state, rng_state, save_state, set_rng_state, sweep_temporaries
@@ -213,13 +213,11 @@ class TrainConfig:
             (self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}"),
             (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}"),
             (self.reducer in REDUCERS, f"reducer must be one of {', '.join(REDUCERS)}, got {self.reducer!r}"),
-            (self.saliency_input in ("pixels", "normalized"), f"saliency_input must be 'pixels' or 'normalized', got {self.saliency_input!r}"),
-            (self.score in SCORES, f"score must be one of {', '.join(SCORES)}, got {self.score!r}"),
-            (self.lambda_outside >= 0 and 0 <= self.outside_threshold < 1, f"need lambda_outside >= 0 and 0 <= outside_threshold < 1, got {self.lambda_outside}, {self.outside_threshold}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        check_loss_options(self.reducer, self.saliency_input, self.score, self.lambda_outside, self.outside_threshold)
 
 
 @dataclass
