@@ -363,4 +363,4 @@ def test_cli_help_and_bad_input(tmp_path):
     r = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--data" in r.output
     r = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--reducer", "bogus"])
-    assert r.exit_code == 2 and "reducer must be one of" in r.output
+    assert r.exit_code == 2 and "unknown reducer 'bogus'" in r.output

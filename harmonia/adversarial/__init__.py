@@ -8,7 +8,6 @@ Example:
 """
 
 from harmonia.adversarial.alignment import (
-    GROUPINGS,
     LEAST_LIKELY,
     SKIPPED,
     AdversarialResult,
@@ -18,7 +17,7 @@ from harmonia.adversarial.alignment import (
     resolve_targets,
 )
 from harmonia.adversarial.figure import save_attack_figure
-from harmonia.adversarial.grouping import ANIMATE_INANIMATE, GroupedLogits
+from harmonia.adversarial.grouping import ANIMATE_INANIMATE, GROUPINGS, GroupedLogits, resolve_grouping
 from harmonia.adversarial.maps import PERTURBATION_REDUCERS, perturbation_map
 
 __all__ = [
@@ -33,6 +32,7 @@ __all__ = [
     "aggregate_attack_rows",
     "alignment_scores",
     "perturbation_map",
+    "resolve_grouping",
     "resolve_targets",
     "save_attack_figure",
 ]

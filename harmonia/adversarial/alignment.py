@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from harmonia import __version__
-from harmonia.adversarial.grouping import ANIMATE_INANIMATE, GroupedLogits
+from harmonia.adversarial.grouping import GroupedLogits, resolve_grouping
 from harmonia.adversarial.maps import perturbation_map
 from harmonia.attacks import FMN, FOOLED, MISCLASSIFIED, NOT_FOOLED, Attack, AttackResult
 from harmonia.evaluation import Ceiling
@@ -34,7 +34,6 @@ from harmonia.utils.device import resolve_device
 
 SKIPPED = "skipped"  # targeted: the image's label is the target (nothing to attack)
 LEAST_LIKELY = "least_likely"
-GROUPINGS: dict[str, tuple[range, ...]] = {"animate_inanimate": ANIMATE_INANIMATE}
 
 Target = Union[int, str, Mapping[str, int]]
 
@@ -67,15 +66,6 @@ def _target_setting(target: Target | None) -> Any:
         return target
     blob = json.dumps({str(k): int(v) for k, v in target.items()}, sort_keys=True).encode()
     return {"per_image_sha256": hashlib.sha256(blob).hexdigest()}
-
-
-def _groups(grouping: str | Sequence[Sequence[int]]) -> list[list[int]]:
-    if isinstance(grouping, str):
-        key = grouping.replace("-", "_").replace("/", "_")
-        if key not in GROUPINGS:
-            raise ValueError(f"unknown grouping {grouping!r}; valid: {', '.join(GROUPINGS)}")
-        grouping = GROUPINGS[key]
-    return [list(g) for g in grouping]
 
 
 def alignment_scores(images: torch.Tensor, result: AttackResult, human_maps: torch.Tensor,
@@ -197,7 +187,7 @@ def adversarial_alignment(
         raise ValueError("a grouped decision has two outcomes: an untargeted attack already aims at the other group")
     if isinstance(target, str):
         resolve_targets(target, [], torch.zeros(0, 2))  # validate the name
-    groups = _groups(grouping) if grouping is not None else None
+    groups = resolve_grouping(grouping) if grouping is not None else None
     if isinstance(ceiling, (int, float)):
         ceiling = Ceiling(float(ceiling), "user")
     dev = resolve_device(device)

@@ -13,6 +13,22 @@ import torch
 import torch.nn as nn
 
 ANIMATE_INANIMATE: tuple[range, range] = (range(0, 398), range(398, 1000))
+GROUPINGS: dict[str, tuple[range, ...]] = {"animate_inanimate": ANIMATE_INANIMATE}
+
+
+def resolve_grouping(grouping: str | Sequence[Sequence[int]]) -> list[list[int]]:
+    """Class groups from a grouping name (see GROUPINGS; '-' and '_' alike) or explicit groups.
+
+    Example:
+        >>> [len(g) for g in resolve_grouping("animate-inanimate")]
+        [398, 602]
+    """
+    if isinstance(grouping, str):
+        key = grouping.replace("-", "_").replace("/", "_")
+        if key not in GROUPINGS:
+            raise ValueError(f"unknown grouping {grouping!r}; valid: {', '.join(GROUPINGS)}")
+        grouping = GROUPINGS[key]
+    return [list(g) for g in grouping]
 
 
 class GroupedLogits(nn.Module):

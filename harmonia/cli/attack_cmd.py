@@ -72,8 +72,6 @@ def _attack_for_norm(spec: str, norm: Optional[str]) -> str:
 
 def _parse_target(text: Optional[str], dataset) -> object:
     """--target: None, a class index, 'least_likely' or {image id: class} from an index.csv column."""
-    import csv
-
     if text is None:
         return None
     t = text.strip()
@@ -84,18 +82,13 @@ def _parse_target(text: Optional[str], dataset) -> object:
     if t.replace("-", "_").lower() == "least_likely":
         return "least_likely"
     if t.startswith("column:"):
-        col = t[len("column:"):]
-        index = dataset.split_dir / "index.csv"
-        with index.open(newline="") as f:
-            reader = csv.DictReader(f)
-            if col not in (reader.fieldnames or []):
-                raise ValueError(f"--target {t}: {index} has no column {col!r} (columns: {', '.join(reader.fieldnames or [])})")
-            out = {}
-            for row in reader:
-                try:
-                    out[row["id"]] = int(row[col])
-                except (TypeError, ValueError):
-                    raise ValueError(f"--target {t}: image {row['id']!r} has target {row[col]!r}, not a class index") from None
+        from harmonia.data.format import read_index_column
+
+        out = {}
+        for image_id, value in read_index_column(dataset.split_dir, t[len("column:"):]).items():
+            if not value.strip().isdigit():
+                raise ValueError(f"--target {t}: image {image_id!r} has target {value!r}, not a class index")
+            out[image_id] = int(value)
         return out
     raise ValueError(f"--target {t!r}: expected a class index, 'least-likely' or 'column:NAME'")
 
@@ -144,9 +137,9 @@ def attack_command(
     if not isinstance(atk, MinimalNormAttack):
         raise ValueError(f"{attack!r} is a fixed-budget attack; tolerance needs a minimal-norm one (fmn, fmn_linf, ddn, pgd_bisection_2023)")
     if grouping is not None:
-        from harmonia.adversarial.alignment import _groups
+        from harmonia.adversarial import resolve_grouping
 
-        _groups(grouping)  # validate before loading anything
+        resolve_grouping(grouping)  # validate before loading anything
     perturbation_map(torch.zeros(1, 3, 1, 1), reducer)  # validate the reducer before loading anything
     dataset = HarmoniaDataset(data, split=split, size=size)
     if len(dataset) == 0:

@@ -156,6 +156,23 @@ def read_index(split_dir: Path) -> list[Record]:
     return records
 
 
+def read_index_column(split_dir: Path, column: str) -> dict[str, str]:
+    """{image id: value} of an extra ``index.csv`` column (e.g. per-image attack targets).
+
+    Example:
+        >>> read_index_column(Path("data/test"), "goal")  # doctest: +SKIP
+        {'img0': '3', ...}
+    """
+    index = split_dir / INDEX_FILE
+    if not index.is_file():
+        raise DatasetFormatError(f"{split_dir}: missing {INDEX_FILE} (split not written, or interrupted)")
+    with index.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if column not in (reader.fieldnames or []):
+            raise DatasetFormatError(f"{index} has no column {column!r} (columns: {', '.join(reader.fieldnames or [])})")
+        return {row["id"]: row[column] for row in reader}
+
+
 def load_image(path: Path) -> torch.Tensor:
     """RGB image file -> float32 tensor 3 x H x W in [0, 1]."""
     try:

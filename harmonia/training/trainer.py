@@ -38,7 +38,6 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from harmonia.attribution.reducers import REDUCERS
 from harmonia.training import distributed as D
 from harmonia.training.augment import PairedAugment, step_generator
 from harmonia.training.loss import check_loss_options
@@ -212,7 +211,6 @@ class TrainConfig:
             (self.eval_every >= 0 and self.checkpoint_every_steps >= 0 and self.checkpoint_every_epochs >= 0, "eval/checkpoint intervals must be >= 0"),
             (self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}"),
             (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}"),
-            (self.reducer in REDUCERS, f"reducer must be one of {', '.join(REDUCERS)}, got {self.reducer!r}"),
         ]
         for ok, message in checks:
             if not ok:
