@@ -310,7 +310,7 @@ class _LossModule(nn.Module):
         from harmonia.training.loss import harmonizer_loss
 
         out = harmonizer_loss(self.model, images, labels, maps, tokens, weight_params=self.weight_list, **self.options)
-        return out.total, out.cross_entropy, out.harmonization, out.weights, out.logits
+        return out.total, out.cross_entropy, out.harmonization, out.weights, out.outside, out.logits
 
 
 def _fixed_input_size(model: nn.Module) -> bool:
@@ -546,11 +546,11 @@ class _Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
         with torch.autocast(dev.type, dtype=dtype, enabled=self.amp):
-            total, ce, harm, wd, _ = self.ddp(images, labels, maps, tokens)
+            total, ce, harm, wd, outside, _ = self.ddp(images, labels, maps, tokens)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         # every rank gets the same mean, so all of them stop together on a NaN (before stepping)
-        parts = D.all_reduce_mean(torch.stack([total, ce, harm, wd]).float(), info).tolist()
+        parts = D.all_reduce_mean(torch.stack([total, ce, harm, wd, outside]).float(), info).tolist()
         if not all(math.isfinite(v) for v in parts):
             raise TrainingDivergedError(
                 f"the loss became {parts[0]} at step {self.progress['global_step'] + 1}; lower --lr or "
@@ -620,9 +620,10 @@ class _Trainer:
 
     # -- logging ---------------------------------------------------------------------------------------
     def _log(self, parts: list[float], seconds: float, n_images: int, force: bool = False) -> dict[str, Any] | None:
-        acc = self.progress["log_acc"] or {"n": 0, "sums": [0.0] * 4, "seconds": 0.0, "images": 0}
+        acc = self.progress["log_acc"] or {"n": 0, "sums": [0.0] * len(parts), "seconds": 0.0, "images": 0}
         acc["n"] += 1
-        acc["sums"] = [a + b for a, b in zip(acc["sums"], parts)]
+        sums = acc["sums"] + [0.0] * (len(parts) - len(acc["sums"]))  # a state saved before the outside part
+        acc["sums"] = [a + b for a, b in zip(sums, parts)]
         acc["seconds"] += seconds
         acc["images"] += n_images
         self.progress["log_acc"] = acc
@@ -633,6 +634,7 @@ class _Trainer:
         entry = {
             "step": step, "epoch": round(step / self.steps_per_epoch, 6),
             "loss": mean[0], "ce": mean[1], "harm": mean[2], "wd": mean[3],
+            **({"outside": mean[4]} if self.cfg.lambda_outside else {}),
             "lr": self.lr_used, "img_s": acc["images"] / max(acc["seconds"], 1e-9),
         }
         self.history["steps"].append(entry)
@@ -722,9 +724,10 @@ class _Trainer:
                 lr = self.lr_used
                 bar.update(task, advance=1, stats=(
                     f"loss {parts[0]:.3f} ce {parts[1]:.3f} harm {parts[2]:.3f} wd {parts[3]:.3g} "
-                    f"lr {lr:.1e} {self.cfg.batch_size / max(seconds, 1e-9):.0f} img/s"))
+                    + (f"outside {parts[4]:.3g} " if self.cfg.lambda_outside else "")
+                    + f"lr {lr:.1e} {self.cfg.batch_size / max(seconds, 1e-9):.0f} img/s"))
             self._emit("step", {"loss": parts[0], "cross_entropy": parts[1], "harmonization": parts[2],
-                                "weights": parts[3], "lr": self.lr_used, "logged": entry})
+                                "weights": parts[3], "outside": parts[4], "lr": self.lr_used, "logged": entry})
             if not last_of_epoch and self._step_checkpoint_due():
                 self._save_last()
         # epoch done
