@@ -16,85 +16,20 @@ from harmonia.attacks import (
     create_attack,
 )
 
+from harmonia.attacks.analytic import (
+    DIM, SHAPE, Affine, kink_instance, linear_distance, linear_model, mid_grey_images,
+)
+
 torch.set_num_threads(1)
-SHAPE = (3, 4, 4)
-DIM = 48
-
-
-class Affine(nn.Module):
-    """logits = W x + b on flattened images."""
-
-    def __init__(self, w: torch.Tensor, b: torch.Tensor) -> None:
-        super().__init__()
-        self.w, self.b = w, b
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w.T + self.b
-
-
-class MinOfAffine(nn.Module):
-    """Two classes: z0 = 0, z1 = s * min(p1, p2) with p_i = w_i x + c_i. The adversarial region
-    {p1 > 0 and p2 > 0} is convex, so the minimal perturbation is the projection onto it,
-    in closed form (see ``_min_of_affine_distance``); it often lies on the kink p1 = p2 = 0,
-    where the margin gradient switches between pieces."""
-
-    def __init__(self, w: torch.Tensor, c: torch.Tensor, scale: float = 20.0) -> None:
-        super().__init__()
-        self.w, self.c, self.scale = w, c, scale
-
-    def forward(self, x):
-        z1 = self.scale * (x.flatten(1) @ self.w.T + self.c).amin(1)
-        return torch.stack([torch.zeros_like(z1), z1], 1)
-
-
-def _min_of_affine_distance(w, c, x):
-    """Distance from each x to {w x + c >= 0} (two rows): the smallest feasible projection
-    among the two single-hyperplane projections and the projection onto both."""
-    xf = x.flatten(1).double()
-    w, c = w.double(), c.double()
-    p = xf @ w.T + c
-    out = []
-    for i in range(len(xf)):
-        cands = [(-p[i, k] / w[k].dot(w[k])) * w[k] for k in range(2)]
-        cands.append(w.T @ torch.linalg.solve(w @ w.T, -p[i]))
-        ok = [d.norm() for d in cands if bool(((xf[i] + d) @ w.T + c >= -1e-9).all())]
-        out.append(min(ok))
-    return torch.stack(out)
-
-
-def _images(n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return 0.35 + 0.3 * torch.rand(n, *SHAPE, generator=g)
-
-
-def _linear(classes=2, seed=0, scale=3.0):
-    # centred on the mid-grey image, so decision boundaries pass near the test images
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(classes, DIM, generator=g)
-    # x 20: a confident model, as trained networks are (DDN's cross-entropy gradient points
-    # at the nearest boundary only when the softmax mass sits on the two classes at stake)
-    return Affine(20 * w, 20 * (-0.5 * w.sum(1) + scale * torch.randn(classes, generator=g) / 10))
-
-
-def _linear_distance(model: Affine, x, y, target=None):
-    z = model(x)
-    w = model.w
-    d = torch.full((len(x),), math.inf)
-    for j in range(w.shape[0]):
-        if target is not None and j != target[0]:
-            continue
-        dj = (z.gather(1, y[:, None]).squeeze(1) - z[:, j]) / (w[y] - w[j]).norm(dim=1)
-        d = torch.where(y == j, d, torch.minimum(d, dj))
-    return d
 
 
 @pytest.mark.parametrize("attack", [FMN(), DDN()], ids=["fmn", "ddn"])
 @pytest.mark.parametrize("classes", [2, 5])
 def test_minimal_l2_on_linear_models_within_2_percent(attack, classes):
-    model = _linear(classes, seed=classes)
-    x = _images(12)
+    model = linear_model(classes, seed=classes)
+    x = mid_grey_images(12)
     y = model(x).argmax(1)
-    d = _linear_distance(model, x, y)
+    d = linear_distance(model, x, y)
     assert bool((d < 0.35).all())  # the box [0, 1] cannot bind (each pixel is >= 0.35 from it)
     res = attack(model, x, y)
     assert res.status == ["fooled"] * 12
@@ -106,14 +41,9 @@ def test_minimal_l2_on_linear_models_within_2_percent(attack, classes):
 
 @pytest.mark.parametrize("attack", [FMN(), DDN()], ids=["fmn", "ddn"])
 def test_minimal_l2_on_a_piecewise_linear_model(attack):
-    g = torch.Generator().manual_seed(3)
-    w = torch.randn(2, DIM, generator=g)
-    w[1] = 0.3 * w[0] + w[1]  # facets at an acute angle: many projections land on the kink
-    x = _images(12, seed=4)
-    c = -(0.5 * w.sum(1)) - torch.tensor([0.15, 0.2]) * w.norm(dim=1)
-    model = MinOfAffine(w, c)
-    assert bool((model(x).argmax(1) == 0).all())
-    d = _min_of_affine_distance(w, c, x)
+    model, x, y, d = kink_instance(seed=3, n=12, image_seed=4)  # facets at an acute angle
+    w, c = model.w, model.c
+    assert len(x) == 12
     single = torch.stack([(-(x.flatten(1) @ w[k] + c[k]) / w[k].norm()).clamp_min(0) for k in range(2)], 1).amax(1)
     assert int((d > single * 1.01).sum()) >= 3  # these images' minimum lies on the kink
     assert bool((d < 0.35).all())
@@ -124,9 +54,9 @@ def test_minimal_l2_on_a_piecewise_linear_model(attack):
 
 @pytest.mark.parametrize("attack", [FMN(), DDN()], ids=["fmn", "ddn"])
 def test_targeted_reaches_the_target_at_minimal_norm(attack):
-    model = _linear(3, seed=7)
+    model = linear_model(3, seed=7)
     model.w[2] = model.w[0] + 4 * torch.randn(DIM, generator=torch.Generator().manual_seed(1))  # class 2 far away
-    x = _images(6, seed=2)
+    x = mid_grey_images(6, seed=2)
     y = model(x).argmax(1)
     keep = y != 1
     x, y = x[keep], y[keep]
@@ -152,8 +82,8 @@ def _linear_linf_distance(model: Affine, x, y, target=None):
 
 @pytest.mark.parametrize("seed", [2, 11])
 def test_fmn_linf_finds_the_analytic_minimum_on_binary_linear_models(seed):
-    model = _linear(2, seed=seed)
-    x = _images(12, seed=seed)
+    model = linear_model(2, seed=seed)
+    x = mid_grey_images(12, seed=seed)
     y = model(x).argmax(1)
     d = _linear_linf_distance(model, x, y)  # |margin| / ||w_0 - w_1||_1
     assert bool((d < 0.35).all())  # the box cannot bind
@@ -167,8 +97,8 @@ def test_fmn_linf_finds_the_analytic_minimum_on_binary_linear_models(seed):
 
 
 def test_fmn_linf_targeted_and_multiclass():
-    model = _linear(5, seed=5)
-    x = _images(12)
+    model = linear_model(5, seed=5)
+    x = mid_grey_images(12)
     y = model(x).argmax(1)
     res = FMNLinf()(model, x, y)
     ratio = res.linf / _linear_linf_distance(model, x, y)
@@ -178,9 +108,9 @@ def test_fmn_linf_targeted_and_multiclass():
     assert int((ratio <= 1.02).sum()) >= 10, ratio
     # targeted, on the 3-class model of the L2 targeted test (class 2 far away, so reaching class 1
     # is the single half-space z_1 > z_y and the minimum is analytic)
-    model = _linear(3, seed=7)
+    model = linear_model(3, seed=7)
     model.w[2] = model.w[0] + 4 * torch.randn(DIM, generator=torch.Generator().manual_seed(1))
-    x = _images(6, seed=2)
+    x = mid_grey_images(6, seed=2)
     y = model(x).argmax(1)
     keep = y != 1
     t = torch.ones(int(keep.sum()), dtype=torch.long)
@@ -215,7 +145,7 @@ def test_bisection_reproduces_the_published_procedure(distance, tried, eps_star)
 
 
 def test_bookkeeping_misclassified_and_not_fooled():
-    x = _images(4)
+    x = mid_grey_images(4)
     const = Affine(torch.zeros(2, DIM), torch.tensor([1.0, 0.0]))  # always class 0, zero gradient
     labels = torch.tensor([0, 1, 0, 1])
     for atk, budget in ((FMN(steps=5), {"steps": 5}), (DDN(steps=5), {"steps": 5}), (FMNLinf(steps=5), {"steps": 5}),
@@ -230,8 +160,8 @@ def test_bookkeeping_misclassified_and_not_fooled():
 
 
 def test_early_stopping_is_per_sample_and_saves_passes():
-    model = _linear(2, seed=5)
-    x = _images(8)
+    model = linear_model(2, seed=5)
+    x = mid_grey_images(8)
     y = model(x).argmax(1)
     slow = FMN(steps=400, patience=None)(model, x, y)
     fast = FMN(steps=400, patience=10)(model, x, y)
@@ -260,7 +190,7 @@ class _Saturating(nn.Module):
 
 def test_fmn_radius_extrapolation_saves_passes_at_the_same_norms():
     model = _Saturating()
-    x = _images(12)
+    x = mid_grey_images(12)
     y = model(x).argmax(1)
     fast, paper = FMN()(model, x, y), FMN(extrapolate=False)(model, x, y)
     assert fast.status == paper.status == ["fooled"] * 12
@@ -321,7 +251,7 @@ def test_perturbation_reducers_differ_as_published():
 def test_grouped_logits_two_way_task():
     net = Affine(torch.zeros(4, DIM), torch.tensor([0.0, 3.0, 1.0, 2.0]))
     grouped = GroupedLogits(net, [range(0, 2), range(2, 4)])
-    assert grouped(_images(1)).tolist() == [[3.0, 2.0]]
+    assert grouped(mid_grey_images(1)).tolist() == [[3.0, 2.0]]
     assert grouped.group_of(torch.tensor([0, 3])).tolist() == [0, 1]
 
 
