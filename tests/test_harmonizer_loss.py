@@ -296,6 +296,32 @@ def test_outside_term_by_hand_on_a_linear_model():
         harmonizer_loss(model, images, labels, human, lambda_outside=-1.0)
 
 
+def test_masked_term_by_hand_on_a_linear_model():
+    model = linear_model()
+    images, labels, human = batch(3)
+    human[0, :4] = 0.0  # pixels where "nobody looked": greyed in the masked image
+    human[2, :, :2] = 0.0
+    tokens = torch.tensor([1.0, 0.0, 0.5])
+    out = harmonizer_loss(model, images, labels, human, tokens, lambda_masked=2.0)
+    plain = harmonizer_loss(model, images, labels, human, tokens)
+    keep = (human > 0.05 * human.amax((1, 2), keepdim=True))[:, None].to(images.dtype)
+    with torch.no_grad():
+        logits = model(images * keep + 0.5 * (1 - keep))
+    ce = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1, reduction="none")
+    expected = (tokens * ce).sum() / 3  # the token-0 row adds nothing
+    assert not torch.equal(images * keep + 0.5 * (1 - keep), images)
+    torch.testing.assert_close(out.masked, expected, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(out.total, plain.total + 2.0 * expected, rtol=1e-10, atol=1e-14)
+    assert plain.masked == 0 and torch.equal(out.harmonization, plain.harmonization)
+    # the term trains the model: its gradient reaches the weights
+    (g,) = torch.autograd.grad(out.masked, model.net[1].weight)
+    assert g.abs().max() > 0
+    with pytest.raises(ValueError, match="lambda_masked"):
+        harmonizer_loss(model, images, labels, human, lambda_masked=-1.0)
+    with pytest.raises(ValueError, match="image size"):
+        harmonizer_loss(model, images, labels, human[:, :4, :4], lambda_harmonization=0.0, lambda_masked=1.0)
+
+
 @pytest.mark.parametrize("reducer", ["mean", "max_abs", "abs_mean"])
 def test_float32_reducers_back_propagate_like_float64(reducer):
     # The float32 path reduces with the explainers' reduce_channels; an in-place op there

@@ -211,13 +211,14 @@ def test_two_ranks_together_see_the_one_process_batches():
 
 
 # -- the loop ----------------------------------------------------------------------------------------
-def test_the_outside_term_is_logged_when_on(tmp_path):
+def test_the_extra_terms_are_logged_when_on(tmp_path):
     data = write_colour_dataset(tmp_path / "data", n_train=16)
     cfg = base_config(data, tmp_path / "run", preset="adamw", lr=0.01, epochs=1, batch_size=8, log_every=1,
-                      lambda_harmonization=1.0, lambda_outside=0.5, eval_every=0)
+                      lambda_harmonization=1.0, lambda_outside=0.5, lambda_masked=0.25, eval_every=0)
     steps = train(cfg, store=None, model=small_model()).history["steps"]
-    assert steps and all(s["outside"] > 0 for s in steps)
-    assert all(s["loss"] == pytest.approx(s["ce"] + s["harm"] + 0.5 * s["outside"], rel=1e-5) for s in steps)
+    assert steps and all(s["outside"] > 0 and s["masked"] > 0 for s in steps)
+    assert all(s["loss"] == pytest.approx(s["ce"] + s["harm"] + 0.5 * s["outside"] + 0.25 * s["masked"], rel=1e-5)
+               for s in steps)
 
 
 def test_training_lowers_the_loss_and_writes_the_run(tmp_path):

@@ -83,6 +83,7 @@ class ComparisonSettings:
     reducer: str = "max_abs"
     score: str = "logit"
     lambda_outside: float = 0.0  # harmonized model only (see harmonia.training.harmonizer_loss)
+    lambda_masked: float = 0.0  # harmonized model only
     seeds: tuple[int, ...] = (0,)
     # reporting
     # adversarial alignment: FMN (L2) on the first adv_images images of "test"
@@ -126,6 +127,7 @@ class ComparisonSettings:
             label_smoothing=self.label_smoothing, reducer=self.reducer, score=self.score,
             lambda_harmonization=self.lambda_harmonization if harmonized else 0.0,
             lambda_outside=self.lambda_outside if harmonized else 0.0,
+            lambda_masked=self.lambda_masked if harmonized else 0.0,
             # No augmentation: a random crop would cut the corner shortcut out of many images
             # and blur what the comparison is about (what the loss alone changes).
             augment=False, warmup_epochs=0.5,

@@ -174,6 +174,8 @@ def render_demo_report(ctx: Mapping[str, Any]) -> str:
         + ("" if s.get("score", "logit") == "logit" else f", of the {esc(s['score'])} instead of the logit")
         + ("" if not s.get("lambda_outside") else f"; plus {s['lambda_outside']:g} x the squared saliency where "
            "the human map is below 5% of its max, a term not in the release")
+        + ("" if not s.get("lambda_masked") else f"; plus {s['lambda_masked']:g} x the cross-entropy of the "
+           "images reduced to what the participants looked at (the rest grey), a term not in the release")
         + "). "
         f"Seeds: {', '.join(map(str, s['seeds']))}.</p>"
         "<p>Evaluation: accuracy, and alignment = mean Spearman correlation between the model's saliency "

@@ -65,7 +65,7 @@ class HarmonizerLoss:
     """The loss and its parts (scalar tensors) and the logits of the same forward.
 
     ``total = cross_entropy + lambda_weights * weights + lambda_harmonization * harmonization
-    + lambda_outside * outside``; the parts are unweighted.
+    + lambda_outside * outside + lambda_masked * masked``; the parts are unweighted.
     """
 
     total: torch.Tensor
@@ -74,6 +74,7 @@ class HarmonizerLoss:
     weights: torch.Tensor
     logits: torch.Tensor
     outside: torch.Tensor | None = None  # the saliency outside the human maps (lambda_outside term)
+    masked: torch.Tensor | None = None  # cross-entropy on images reduced to the human maps (lambda_masked term)
 
 
 def standardize_cut(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -208,6 +209,7 @@ def check_loss_options(
     score: str = "logit",
     lambda_outside: float = 0.0,
     outside_threshold: float = 0.05,
+    lambda_masked: float = 0.0,
 ) -> None:
     """Raise ValueError naming the first unusable saliency option of :func:`harmonizer_loss`.
 
@@ -219,9 +221,10 @@ def check_loss_options(
         raise ValueError(f"saliency_input must be 'pixels' or 'normalized', got {saliency_input!r}")
     if score not in SCORES:
         raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
-    if lambda_outside < 0 or not 0 <= outside_threshold < 1:
+    if lambda_outside < 0 or lambda_masked < 0 or not 0 <= outside_threshold < 1:
         raise ValueError(
-            f"need lambda_outside >= 0 and 0 <= outside_threshold < 1, got {lambda_outside}, {outside_threshold}"
+            "need lambda_outside >= 0, lambda_masked >= 0 and 0 <= outside_threshold < 1, got "
+            f"{lambda_outside}, {lambda_masked}, {outside_threshold}"
         )
 
 
@@ -242,6 +245,7 @@ def harmonizer_loss(
     score: str = "logit",
     lambda_outside: float = 0.0,
     outside_threshold: float = 0.05,
+    lambda_masked: float = 0.0,
     only_contributing: bool = True,
     weight_params: list[torch.Tensor] | None = None,
 ) -> HarmonizerLoss:
@@ -274,13 +278,20 @@ def harmonizer_loss(
             ``outside_threshold`` of its max, averaged over the batch. Unlike the
             standardised harmonization term it grows with the gradient itself, so a cue
             read where people do not look costs something (docs/demo.md, measured).
+        lambda_masked: weight of an extra term, not in the release (0 = off): the
+            cross-entropy of the images reduced to what people looked at (pixels where the
+            human map is at most ``outside_threshold`` of its max set to grey, 0.5), per
+            row with a human map, token-weighted and averaged over the batch. It supervises
+            the decision on the human-relevant pixels themselves rather than the gradient
+            map, which training can reshape without changing the decision (docs/demo.md).
+            One extra forward of those rows.
         only_contributing: build the double-backward graph only for token != 0 rows when the
             model's rows are independent (see the module docstring); same loss either way.
         weight_params: the parameters of the weight term; None selects them as the release
             (``harmonia.training.weight_params``). Pass the list once to save the selection.
 
     Returns:
-        HarmonizerLoss(total, cross_entropy, harmonization, weights, logits, outside).
+        HarmonizerLoss(total, cross_entropy, harmonization, weights, logits, outside, masked).
 
     Example:
         >>> from harmonia.models.wrapper import HarmoniaModel, Preprocessing
@@ -292,7 +303,7 @@ def harmonizer_loss(
         >>> out.logits.shape, bool(out.harmonization > 0)
         (torch.Size([4, 2]), True)
     """
-    check_loss_options(reducer, saliency_input, score, lambda_outside, outside_threshold)
+    check_loss_options(reducer, saliency_input, score, lambda_outside, outside_threshold, lambda_masked)
     if saliency_input == "normalized" and not (hasattr(model, "preprocess") and hasattr(model, "net")):
         raise ValueError("saliency_input='normalized' needs a HarmoniaModel (model.preprocess and model.net)")
     if not 1 <= levels <= pyramid_levels:
@@ -359,4 +370,28 @@ def harmonizer_loss(
         total = cross_entropy + lambda_weights * weights.to(dtype) + lambda_harmonization * harmonization.to(dtype)
         if lambda_outside:
             total = total + lambda_outside * outside.to(dtype)
-    return HarmonizerLoss(total, cross_entropy, harmonization, weights, logits, outside)
+    masked = torch.zeros((), device=images.device)
+    if lambda_masked and contributing.numel() > 0:
+        masked = _masked_term(model, images, labels, human_maps, tokens, contributing, outside_threshold, label_smoothing)
+        total = total + lambda_masked * masked.to(total.dtype)
+    return HarmonizerLoss(total, cross_entropy, harmonization, weights, logits, outside, masked)
+
+
+def _masked_term(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, human_maps: torch.Tensor | None,
+                 tokens: torch.Tensor, rows: torch.Tensor, threshold: float, label_smoothing: float) -> torch.Tensor:
+    """sum over rows with a map of t_n * CE(model(image_n greyed where its map <= threshold * max)) / N."""
+    if human_maps is None:
+        raise ValueError("human_maps is needed for lambda_masked when some tokens are non-zero")
+    maps = human_maps.to(images.device)
+    maps = maps.squeeze(1) if maps.ndim == 4 else maps
+    if maps.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"lambda_masked needs human maps at the image size {tuple(images.shape[-2:])}, got {tuple(maps.shape[-2:])}")
+    maps = maps[rows].float()
+    keep = (maps > threshold * maps.amax((-2, -1), keepdim=True)).to(images.dtype)[:, None]
+    x = images[rows]
+    logits = model(x * keep + 0.5 * (1 - keep))
+    with torch.autocast(images.device.type, enabled=False):
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        target = labels[rows] if labels.ndim == 1 else labels[rows].to(dtype)
+        ce = F.cross_entropy(logits.to(dtype), target, label_smoothing=label_smoothing, reduction="none")
+        return (tokens[rows].to(dtype) * ce).sum() / images.shape[0]

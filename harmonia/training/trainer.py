@@ -123,6 +123,7 @@ class TrainConfig:
     score: str = "logit"  # what the training saliency explains (the true-class logit, as released)
     lambda_outside: float = 0.0  # extra term, not in the release: squared saliency where people do not look
     outside_threshold: float = 0.05
+    lambda_masked: float = 0.0  # extra term, not in the release: cross-entropy of images reduced to the human maps
     image_size: int | None = None
     model_input_size: int | None = None  # None: the network sees image_size (no inner resize)
     augment: bool = True
@@ -215,7 +216,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        check_loss_options(self.reducer, self.saliency_input, self.score, self.lambda_outside, self.outside_threshold)
+        check_loss_options(self.reducer, self.saliency_input, self.score, self.lambda_outside, self.outside_threshold,
+                           self.lambda_masked)
 
 
 @dataclass
@@ -310,7 +312,7 @@ class _LossModule(nn.Module):
         from harmonia.training.loss import harmonizer_loss
 
         out = harmonizer_loss(self.model, images, labels, maps, tokens, weight_params=self.weight_list, **self.options)
-        return out.total, out.cross_entropy, out.harmonization, out.weights, out.outside, out.logits
+        return out.total, out.cross_entropy, out.harmonization, out.weights, out.outside, out.masked, out.logits
 
 
 def _fixed_input_size(model: nn.Module) -> bool:
@@ -428,7 +430,7 @@ class _Trainer:
             "lambda_harmonization": cfg.lambda_harmonization, "lambda_weights": cfg.lambda_weights,
             "label_smoothing": cfg.label_smoothing, "levels": cfg.levels, "reducer": cfg.reducer,
             "saliency_input": cfg.saliency_input, "score": cfg.score, "lambda_outside": cfg.lambda_outside,
-            "outside_threshold": cfg.outside_threshold,
+            "outside_threshold": cfg.outside_threshold, "lambda_masked": cfg.lambda_masked,
         })
 
         decay_ids = {id(p) for p in self.loss_module.weight_list}
@@ -546,11 +548,11 @@ class _Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
         with torch.autocast(dev.type, dtype=dtype, enabled=self.amp):
-            total, ce, harm, wd, outside, _ = self.ddp(images, labels, maps, tokens)
+            total, ce, harm, wd, outside, masked, _ = self.ddp(images, labels, maps, tokens)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         # every rank gets the same mean, so all of them stop together on a NaN (before stepping)
-        parts = D.all_reduce_mean(torch.stack([total, ce, harm, wd, outside]).float(), info).tolist()
+        parts = D.all_reduce_mean(torch.stack([total, ce, harm, wd, outside, masked]).float(), info).tolist()
         if not all(math.isfinite(v) for v in parts):
             raise TrainingDivergedError(
                 f"the loss became {parts[0]} at step {self.progress['global_step'] + 1}; lower --lr or "
@@ -635,6 +637,7 @@ class _Trainer:
             "step": step, "epoch": round(step / self.steps_per_epoch, 6),
             "loss": mean[0], "ce": mean[1], "harm": mean[2], "wd": mean[3],
             **({"outside": mean[4]} if self.cfg.lambda_outside else {}),
+            **({"masked": mean[5]} if self.cfg.lambda_masked else {}),
             "lr": self.lr_used, "img_s": acc["images"] / max(acc["seconds"], 1e-9),
         }
         self.history["steps"].append(entry)
@@ -725,9 +728,10 @@ class _Trainer:
                 bar.update(task, advance=1, stats=(
                     f"loss {parts[0]:.3f} ce {parts[1]:.3f} harm {parts[2]:.3f} wd {parts[3]:.3g} "
                     + (f"outside {parts[4]:.3g} " if self.cfg.lambda_outside else "")
+                    + (f"masked {parts[5]:.3f} " if self.cfg.lambda_masked else "")
                     + f"lr {lr:.1e} {self.cfg.batch_size / max(seconds, 1e-9):.0f} img/s"))
             self._emit("step", {"loss": parts[0], "cross_entropy": parts[1], "harmonization": parts[2],
-                                "weights": parts[3], "outside": parts[4], "lr": self.lr_used, "logged": entry})
+                                "weights": parts[3], "outside": parts[4], "masked": parts[5], "lr": self.lr_used, "logged": entry})
             if not last_of_epoch and self._step_checkpoint_due():
                 self._save_last()
         # epoch done
