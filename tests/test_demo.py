@@ -65,12 +65,13 @@ def test_demo_quick_writes_report_and_store(tmp_path, one_thread):
     assert lambdas["baseline"] == 0 and lambdas["harmonized"] > 0
 
 
-def test_the_two_variants_differ_only_in_lambda():
+def test_the_two_variants_differ_only_in_the_human_map_terms():
     s = ComparisonSettings()
     a = s.train_config("d", "o", seed=3, harmonized=False).to_json()
     b = s.train_config("d", "o", seed=3, harmonized=True).to_json()
-    assert {k for k in a if a[k] != b[k]} == {"lambda_harmonization"}
+    assert {k for k in a if a[k] != b[k]} == {"lambda_harmonization", "lambda_masked"}
     assert a["lambda_harmonization"] == 0 and b["lambda_harmonization"] == s.lambda_harmonization
+    assert a["lambda_masked"] == 0 and b["lambda_masked"] == s.lambda_masked > 0
     assert a["seed"] == 3 and a["augment"] is False
 
 

@@ -5,7 +5,8 @@
    shows that pretrained weights and the explainers work.
 2. The simulated-ClickMe benchmark (SYNTHETIC images and human maps) is generated, and its
    human split-half ceilings are computed from the simulated participants.
-3. For each seed, a baseline (lambda_harmonization = 0) and a harmonized model (same
+3. For each seed, a baseline (no human-map term) and a harmonized model (the harmonizer
+   loss with the ``max_abs`` saliency plus ``lambda_masked``, see docs/demo.md; same
    architecture, initial weights, batches and budget) are trained and evaluated on
    ``test``, ``test_shortcut_broken`` and ``test_no_cue`` (accuracy; alignment = mean Spearman / ceiling);
    every evaluation is a run in the results store (:mod:`harmonia.report.compare`).
@@ -34,7 +35,9 @@ from harmonia.cli.main import app
 DEMO_HELP = """Run the main job on the embedded data (no download needed).
 
 Trains a baseline and a harmonized small CNN on the simulated-ClickMe
-benchmark (SYNTHETIC images and human maps) with the same seed and budget,
+benchmark (SYNTHETIC images and human maps) with the same seed and budget
+(harmonized: the harmonizer loss plus a cross-entropy on the images reduced
+to what people looked at; --lambda-masked 0 leaves the harmonizer loss alone),
 evaluates both (accuracy in distribution and with the shortcut broken,
 alignment with the simulated human maps normalised by the computed human
 ceiling) and writes a self-contained HTML report: --out/report.html.
@@ -180,7 +183,7 @@ def demo_command(
     lambda_harmonization: Optional[float] = typer.Option(None, "--lambda", help="Override the harmonized model's lambda."),
     reducer: Optional[str] = typer.Option(None, help="Channel reducer of the training saliency (mean = the released loss, max_abs = the evaluation's map). See docs/demo.md."),
     lambda_outside: Optional[float] = typer.Option(None, "--lambda-outside", help="Harmonized model: weight of the squared saliency where the human map is <= 5%% of its max (not in the release; docs/demo.md). [default: 0]"),
-    lambda_masked: Optional[float] = typer.Option(None, "--lambda-masked", help="Harmonized model: weight of the cross-entropy of the images reduced to what people looked at, the rest grey (not in the release; docs/demo.md). [default: 0]"),
+    lambda_masked: Optional[float] = typer.Option(None, "--lambda-masked", help="Harmonized model: weight of the cross-entropy of the images reduced to what people looked at, the rest grey (not in the release; docs/demo.md; 0 = the harmonizer loss alone). [default: 1]"),
     score: Optional[str] = typer.Option(None, help="What the training saliency explains: logit (as released), centered_logit, log_prob. See docs/demo.md."),
     shortcut_rate: Optional[float] = typer.Option(None, "--shortcut-rate", min=0.0, max=1.0, help="Simulated data: share of train/test images whose corner cue shows the label (default 0.9)."),
     part_radius: Optional[tuple[float, float]] = typer.Option(None, "--part-radius", help="Simulated data: range of the part's half-size, pixels at 64 px (default 4.5 6)."),

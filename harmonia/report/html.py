@@ -169,13 +169,16 @@ def render_demo_report(ctx: Mapping[str, Any]) -> str:
         f"the same random initialisation (seed), on the same batches, for {s['epochs']} epochs (batch "
         f"{s['batch_size']}, AdamW lr {s['lr']:g}, weight decay {s['weight_decay']:g}, cosine schedule, "
         f"label smoothing {s['label_smoothing']:g}, no augmentation). "
-        f"They differ only in the harmonization weight: <b>baseline</b> lambda = 0, <b>harmonized</b> "
+        "They differ only in the terms that use the human maps (the baseline has none): <b>baseline</b> "
+        f"lambda = 0, <b>harmonized</b> "
         f"lambda = {s['lambda_harmonization']:g} (training saliency: {_REDUCER_TEXT.get(s['reducer'], esc(s['reducer']))}"
         + ("" if s.get("score", "logit") == "logit" else f", of the {esc(s['score'])} instead of the logit")
         + ("" if not s.get("lambda_outside") else f"; plus {s['lambda_outside']:g} x the squared saliency where "
            "the human map is below 5% of its max, a term not in the release")
         + ("" if not s.get("lambda_masked") else f"; plus {s['lambda_masked']:g} x the cross-entropy of the "
-           "images reduced to what the participants looked at (the rest grey), a term not in the release")
+           "images reduced to what the participants looked at (the rest grey), a term not in the release; "
+           "with <code>--lambda-masked 0</code> the harmonized model gets the harmonizer loss alone, which "
+           "raises alignment but leaves the decisions with the shortcut: see docs/demo.md")
         + "). "
         f"Seeds: {', '.join(map(str, s['seeds']))}.</p>"
         "<p>Evaluation: accuracy, and alignment = mean Spearman correlation between the model's saliency "
