@@ -124,11 +124,17 @@ class Record:
     subjects: Path | None
 
 
-def read_index(split_dir: Path) -> list[Record]:
-    """Parse a split's ``index.csv``; raises DatasetFormatError naming the file and row."""
+def _index_file(split_dir: Path) -> Path:
+    """The split's ``index.csv``; DatasetFormatError if it is not there."""
     index = split_dir / INDEX_FILE
     if not index.is_file():
         raise DatasetFormatError(f"{split_dir}: missing {INDEX_FILE} (split not written, or interrupted)")
+    return index
+
+
+def read_index(split_dir: Path) -> list[Record]:
+    """Parse a split's ``index.csv``; raises DatasetFormatError naming the file and row."""
+    index = _index_file(split_dir)
     records: list[Record] = []
     with index.open(newline="") as f:
         reader = csv.DictReader(f)
@@ -163,9 +169,7 @@ def read_index_column(split_dir: Path, column: str) -> dict[str, str]:
         >>> read_index_column(Path("data/test"), "goal")  # doctest: +SKIP
         {'img0': '3', ...}
     """
-    index = split_dir / INDEX_FILE
-    if not index.is_file():
-        raise DatasetFormatError(f"{split_dir}: missing {INDEX_FILE} (split not written, or interrupted)")
+    index = _index_file(split_dir)
     with index.open(newline="") as f:
         reader = csv.DictReader(f)
         if column not in (reader.fieldnames or []):

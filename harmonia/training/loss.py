@@ -188,6 +188,11 @@ def _harmonization_term(
         return torch.stack(terms).mean()
 
 
+def _ignored_pixels(human: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Bool mask of the pixels where a human map is at most ``threshold`` of its max (nobody looked)."""
+    return human <= threshold * human.amax((-2, -1), keepdim=True)
+
+
 def _outside_term(
     saliency: torch.Tensor, human: torch.Tensor, tokens: torch.Tensor, batch_size: int, threshold: float
 ) -> torch.Tensor:
@@ -199,7 +204,7 @@ def _outside_term(
     with torch.autocast(saliency.device.type, enabled=False):
         dtype = torch.promote_types(saliency.dtype, torch.float32)
         human = human.to(dtype)
-        mask = (human <= threshold * human.amax((-2, -1), keepdim=True)).to(dtype)
+        mask = _ignored_pixels(human, threshold).to(dtype)
         return (tokens.to(dtype)[:, None, None] * mask * saliency.to(dtype).square()).sum() / batch_size
 
 
@@ -323,16 +328,18 @@ def harmonizer_loss(
 
     contributing = (tokens != 0).nonzero().flatten()
     harmonize = (lambda_harmonization != 0 or lambda_outside != 0) and (contributing.numel() > 0 or not only_contributing)
-    if not harmonize:  # no double backward at all: L_h is exactly zero
-        logits = model(images)
-        harmonization = torch.zeros((), device=images.device)
-        outside = torch.zeros((), device=images.device)
-    else:
+    mask_inputs = lambda_masked != 0 and contributing.numel() > 0
+    if harmonize or mask_inputs:
         if human_maps is None:
             raise ValueError("human_maps is needed when some tokens are non-zero")
         human_maps = human_maps.to(images.device)
         if human_maps.ndim == 4:
             human_maps = human_maps.squeeze(1)
+    if not harmonize:  # no double backward at all: L_h is exactly zero
+        logits = model(images)
+        harmonization = torch.zeros((), device=images.device)
+        outside = torch.zeros((), device=images.device)
+    else:
         split = only_contributing and contributing.numel() < n and not _uses_batch_statistics(model)
         if split:
             others = (tokens == 0).nonzero().flatten()
@@ -371,23 +378,18 @@ def harmonizer_loss(
         if lambda_outside:
             total = total + lambda_outside * outside.to(dtype)
     masked = torch.zeros((), device=images.device)
-    if lambda_masked and contributing.numel() > 0:
+    if mask_inputs:
         masked = _masked_term(model, images, labels, human_maps, tokens, contributing, outside_threshold, label_smoothing)
         total = total + lambda_masked * masked.to(total.dtype)
     return HarmonizerLoss(total, cross_entropy, harmonization, weights, logits, outside, masked)
 
 
-def _masked_term(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, human_maps: torch.Tensor | None,
+def _masked_term(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, human_maps: torch.Tensor,
                  tokens: torch.Tensor, rows: torch.Tensor, threshold: float, label_smoothing: float) -> torch.Tensor:
     """sum over rows with a map of t_n * CE(model(image_n greyed where its map <= threshold * max)) / N."""
-    if human_maps is None:
-        raise ValueError("human_maps is needed for lambda_masked when some tokens are non-zero")
-    maps = human_maps.to(images.device)
-    maps = maps.squeeze(1) if maps.ndim == 4 else maps
-    if maps.shape[-2:] != images.shape[-2:]:
-        raise ValueError(f"lambda_masked needs human maps at the image size {tuple(images.shape[-2:])}, got {tuple(maps.shape[-2:])}")
-    maps = maps[rows].float()
-    keep = (maps > threshold * maps.amax((-2, -1), keepdim=True)).to(images.dtype)[:, None]
+    if human_maps.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"lambda_masked needs human maps at the image size {tuple(images.shape[-2:])}, got {tuple(human_maps.shape[-2:])}")
+    keep = (~_ignored_pixels(human_maps[rows].float(), threshold)).to(images.dtype)[:, None]
     x = images[rows]
     logits = model(x * keep + 0.5 * (1 - keep))
     with torch.autocast(images.device.type, enabled=False):
