@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harmonia.models.wrapper import HarmoniaModel, Preprocessing
-from harmonia.training import harmonizer_loss, weight_params
+from harmonia.training import freeze_batchnorm, harmonizer_loss, weight_params
 from harmonia.training.loss import _harmonization_term, _reduce, _true_class_score
 
 
@@ -58,9 +58,7 @@ def build_model(name: str, size: int) -> HarmoniaModel:
 def set_bn_mode(model: nn.Module, mode: str) -> None:
     model.train()
     if mode == "frozen":
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+        freeze_batchnorm(model)
 
 
 def one_forward_subset_grad(model, images, labels, maps, tokens, params) -> torch.Tensor:

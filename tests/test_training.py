@@ -221,6 +221,26 @@ def test_the_extra_terms_are_logged_when_on(tmp_path):
                for s in steps)
 
 
+def test_frozen_batchnorm_keeps_its_statistics_and_trains_its_affine(tmp_path):
+    data = write_colour_dataset(tmp_path / "data", n_train=16)
+
+    def run(freeze: bool) -> tuple[HarmoniaModel, dict[str, torch.Tensor]]:
+        model = small_model()
+        model.net.features.insert(1, nn.BatchNorm2d(8))
+        before = weights(model)
+        cfg = base_config(data, tmp_path / f"run{freeze}", epochs=2, eval_every=1, freeze_batchnorm=freeze)
+        train(cfg, store=None, model=model)  # evaluates after epoch 1, then trains again
+        return model, before
+
+    frozen, before = run(True)
+    bn, after = frozen.net.features[1], weights(frozen)
+    assert not bn.training and int(bn.num_batches_tracked) == 0
+    assert torch.equal(after["net.features.1.running_mean"], before["net.features.1.running_mean"])
+    assert not torch.equal(after["net.features.1.weight"], before["net.features.1.weight"])
+    trained, before = run(False)  # the same run with the recipe's BatchNorm moves the statistics
+    assert not torch.equal(weights(trained)["net.features.1.running_mean"], before["net.features.1.running_mean"])
+
+
 def test_training_lowers_the_loss_and_writes_the_run(tmp_path):
     from harmonia.store import ResultStore
 

@@ -122,6 +122,29 @@ def disable_fused_attention(model: nn.Module) -> int:
     return count
 
 
+def freeze_batchnorm(model: nn.Module) -> int:
+    """Put every BatchNorm layer of ``model`` in eval mode; returns how many there are.
+
+    The layers then normalise with their running statistics (which stop updating) while
+    their scales and shifts still train: a common fine-tuning choice. It also makes the
+    rows of a batch independent, so :func:`harmonizer_loss` takes its cheap split path
+    (docs/benchmarks.md). Call it after every ``model.train()``, which undoes it. Layers
+    without running statistics cannot be frozen and raise ``ValueError``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
+        >>> freeze_batchnorm(net), net[1].training, net[0].training
+        (1, False, True)
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        if m.running_mean is None:
+            raise ValueError(f"cannot freeze {type(m).__name__}: it keeps no running statistics "
+                             "(track_running_stats=False)")
+        m.eval()
+    return len(layers)
+
+
 def _uses_batch_statistics(model: nn.Module) -> bool:
     return any(
         isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)

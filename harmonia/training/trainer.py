@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from harmonia.training import distributed as D
 from harmonia.training.augment import PairedAugment, step_generator
-from harmonia.training.loss import check_loss_options
+from harmonia.training.loss import check_loss_options, freeze_batchnorm
 from harmonia.training.mixing import ImageFolderSource, MixedBatchSampler, MixedDataset, folder_count
 from harmonia.training.schedule import ScheduleFn, build_scheduler, recipe_milestones
 from harmonia.training.state import BEST, FINAL, LAST, load_state, rng_state, save_state, set_rng_state, sweep_temporaries
@@ -124,6 +124,7 @@ class TrainConfig:
     lambda_outside: float = 0.0  # extra term, not in the release: squared saliency where people do not look
     outside_threshold: float = 0.05
     lambda_masked: float = 0.0  # extra term, not in the release: cross-entropy of images reduced to the human maps
+    freeze_batchnorm: bool = False  # BatchNorm on running statistics (affine still trained): cheap loss path
     image_size: int | None = None
     model_input_size: int | None = None  # None: the network sees image_size (no inner resize)
     augment: bool = True
@@ -425,7 +426,8 @@ class _Trainer:
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.model = model.train()
+        self.model = model
+        self._train_mode(model)
         self.loss_module = _LossModule(model, {
             "lambda_harmonization": cfg.lambda_harmonization, "lambda_weights": cfg.lambda_weights,
             "label_smoothing": cfg.label_smoothing, "levels": cfg.levels, "reducer": cfg.reducer,
@@ -567,6 +569,11 @@ class _Trainer:
         self.scheduler.step()
         return parts
 
+    def _train_mode(self, module: nn.Module) -> None:
+        module.train()
+        if self.cfg.freeze_batchnorm:
+            freeze_batchnorm(module)  # after every .train(), which would undo it
+
     # -- evaluation --------------------------------------------------------------------------------
     def _evaluate(self, final: bool) -> dict[str, dict[str, Any]]:
         """Accuracy and alignment on every eval split (rank 0; the others wait)."""
@@ -592,7 +599,7 @@ class _Trainer:
                         "alignment": a.get("alignment"), "n_images": a["n_images"],
                         "n_nan": a["spearman"].get("n_nan"), "evaluation_key": res.key if final and self.store else None,
                     }
-            self.model.train()
+            self._train_mode(self.model)
         D.barrier(self.info)
         return results
 
@@ -664,7 +671,7 @@ class _Trainer:
         if self.main:
             atomic_write_text(self.out / CONFIG_FILE, json.dumps(cfg.to_json(), indent=2) + "\n")
         self.ddp = D.wrap(self.loss_module, self.info, self.device)
-        self.ddp.train()
+        self._train_mode(self.ddp)
         if self.console is not None:
             self.console.print(
                 f"training {getattr(self.model, 'name', 'model')} on {cfg.data}{self._synthetic_note}: "
