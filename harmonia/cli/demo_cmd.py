@@ -183,7 +183,7 @@ def demo_command(
     lambda_harmonization: Optional[float] = typer.Option(None, "--lambda", help="Override the harmonized model's lambda."),
     reducer: Optional[str] = typer.Option(None, help="Channel reducer of the training saliency (mean = the released loss, max_abs = the evaluation's map). See docs/demo.md."),
     lambda_outside: Optional[float] = typer.Option(None, "--lambda-outside", help="Harmonized model: weight of the squared saliency where the human map is <= 5%% of its max (not in the release; docs/demo.md). [default: 0]"),
-    lambda_masked: Optional[float] = typer.Option(None, "--lambda-masked", help="Harmonized model: weight of the cross-entropy of the images reduced to what people looked at, the rest grey (not in the release; docs/demo.md; 0 = the harmonizer loss alone). [default: 1]"),
+    lambda_masked: Optional[float] = typer.Option(None, "--lambda-masked", help="Harmonized model: weight of the cross-entropy of the images reduced to what people looked at, the rest grey (not in the release; docs/demo.md; 0 = the harmonizer loss alone). [default: 2]"),
     score: Optional[str] = typer.Option(None, help="What the training saliency explains: logit (as released), centered_logit, log_prob. See docs/demo.md."),
     shortcut_rate: Optional[float] = typer.Option(None, "--shortcut-rate", min=0.0, max=1.0, help="Simulated data: share of train/test images whose corner cue shows the label (default 0.9)."),
     part_radius: Optional[tuple[float, float]] = typer.Option(None, "--part-radius", help="Simulated data: range of the part's half-size, pixels at 64 px (default 4.5 6)."),
