@@ -13,11 +13,11 @@ in the same process (``harmonia.metrics.HUMAN_STATS_CACHE``) and into the same r
 store (whose file digests are then cached).
 
 Each side is timed ``--repeats`` times, interleaved, and the best run of each is kept (the
-run least disturbed by other jobs). The last two columns are the median over repeats of the
-ratio within one repeat (bare and evaluation timed seconds apart): on a shared machine whose
-speed drifts, the best-of ratio swings with whichever side caught a quiet moment. Ratios are printed for wall-clock time and for CPU time
+run least disturbed by other jobs). Ratios are printed for wall-clock time and for CPU time
 (this process, its threads and loader workers): on a busy machine the CPU-time ratio
-moves much less.
+moves much less. The last two columns are the median over repeats of the ratio within one
+repeat (bare and evaluation timed seconds apart): on a shared machine whose speed drifts,
+the best-of ratio swings with whichever side caught a quiet moment.
 
 Run: .venv/bin/python benchmarks/bench_evaluate.py [--images 64] [--batch 16] [--repeats 3]
 """
