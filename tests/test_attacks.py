@@ -19,6 +19,7 @@ from harmonia.attacks import (
 from harmonia.attacks.analytic import (
     DIM, SHAPE, Affine, kink_instance, linear_distance, linear_model, mid_grey_images,
 )
+from harmonia.attacks.planes import CuttingPlanes
 
 torch.set_num_threads(1)
 
@@ -197,6 +198,36 @@ def test_fmn_radius_extrapolation_saves_passes_at_the_same_norms():
     assert bool(((fast.l2 / paper.l2 - 1).abs() <= 0.01).all())
     assert float(fast.backwards.float().mean()) < 0.85 * float(paper.backwards.float().mean())
     assert create_attack("fmn:extrapolate=false").extrapolate is False
+
+
+def test_cutting_planes_find_the_exact_nearest_point_of_two_facets():
+    model, x, _, d = kink_instance(seed=3, n=12, image_seed=4)
+    planes = CuttingPlanes(len(x), x.shape[1:], size=2)
+    rows = torch.arange(len(x))
+    # the margin -s p_k is linear on each facet: its linearisation at delta = 0 is exact
+    p = x.flatten(1) @ model.w.T + model.c
+    for k in range(2):
+        planes.add(rows, (-model.scale * model.w[k]).expand(len(x), -1), torch.zeros_like(x), -model.scale * p[:, k])
+    idx, delta = planes.nearest_point(torch.ones(len(x), dtype=torch.bool))
+    assert idx.tolist() == rows.tolist()
+    assert torch.allclose(delta.flatten(1).norm(dim=1).double(), d, rtol=1e-4)
+    assert bool((((x + delta).flatten(1) @ model.w.T + model.c) >= -1e-3).all())  # on the right side of both
+    # the same plane again (margin and gradient scaled) replaces its twin instead of the other piece
+    planes.add(rows, (-1.5 * model.scale * model.w[0]).expand(len(x), -1), torch.zeros_like(x), -1.5 * model.scale * p[:, 0])
+    assert planes.ok.all() and torch.allclose(planes.nearest_point(torch.ones(len(x), dtype=torch.bool))[1], delta, atol=1e-4)
+
+
+def test_fmn_cutting_plane_step_settles_on_the_kink_and_is_counted():
+    model, x, y, d = kink_instance(seed=3, n=12, image_seed=4)
+    y = torch.zeros(len(x), dtype=torch.long)
+    one, two = FMN(planes=1)(model, x, y), FMN()(model, x, y)
+    assert float((one.l2 / d).max()) > 1.02  # one piece's plane cannot reach a minimum on the kink
+    assert float((two.l2 / d).max()) <= 1.005
+    extra = two.forwards - two.backwards  # the clean check, and the candidate's forward where it was tried
+    assert set(extra.tolist()) <= {1, 2} and 2 in extra.tolist()
+    assert FMNLinf().planes == 0 and FMNLinf().rtol == 1e-3 and FMN().rtol == 2e-2
+    with pytest.raises(ValueError, match="L2"):
+        FMNLinf(planes=2)
 
 
 def test_types_specs_and_fixed_budget():

@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from harmonia.attacks.base import MinimalNormAttack, PassCounter, flat_norm, margin, view_n
+from harmonia.attacks.planes import CuttingPlanes
 from harmonia.attacks.tracker import BestTracker
 
 
@@ -71,7 +72,7 @@ class FMN(MinimalNormAttack):
         gamma_init, gamma_final: radius adaptation factor, cosine-annealed.
         patience: stop a sample once it has an adversarial and its best norm has not
             improved by ``rtol`` for this many steps; None runs all steps.
-        rtol: relative improvement that counts for early stopping.
+        rtol: relative improvement that counts for early stopping (None: 2e-2 for L2, 1e-3 for Linf).
         relative_step: step length ``alpha * eps`` (default) instead of ``alpha``; see the module doc.
         levels: number of step-size levels of the plateau schedule.
         loss: gradient followed: ``"lse_margin"`` (default: log-sum-exp margin until the
@@ -80,6 +81,10 @@ class FMN(MinimalNormAttack):
         extrapolate: while adversarial, shrink the radius to the linear boundary estimate
             (at most ``max_shrink`` per step); False: the paper's ``(1 - gamma)`` only.
         max_shrink: the largest relative shrink of the radius in one step (with ``extrapolate``).
+        planes: linearisations of the margin kept per sample for a final cutting-plane step
+            (:class:`~harmonia.attacks.planes.CuttingPlanes`: the nearest point crossing all
+            of them, checked with one forward and kept if adversarial and smaller); 0: off.
+            L2 only (:class:`FMNLinf` has 0).
 
     Example:
         >>> import torch, torch.nn as nn
@@ -95,8 +100,8 @@ class FMN(MinimalNormAttack):
 
     def __init__(self, steps: int = 1000, alpha_init: float = 1.0, alpha_final: float | None = None,
                  gamma_init: float = 0.05, gamma_final: float = 0.001, patience: int | None = 2,
-                 rtol: float = 1e-3, relative_step: bool = True, levels: int = 4, loss: str = "lse_margin",
-                 extrapolate: bool = True, max_shrink: float = 0.15) -> None:
+                 rtol: float | None = None, relative_step: bool = True, levels: int = 4, loss: str = "lse_margin",
+                 extrapolate: bool = True, max_shrink: float = 0.15, planes: int | None = None) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if loss not in ("margin", "lse", "lse_margin"):
@@ -107,7 +112,7 @@ class FMN(MinimalNormAttack):
         self.gamma_init = float(gamma_init)
         self.gamma_final = float(gamma_final)
         self.patience = patience
-        self.rtol = float(rtol)
+        self.rtol = float(self._default_rtol if rtol is None else rtol)
         self.relative_step = bool(relative_step)
         self.levels = int(levels)
         self.loss = loss
@@ -115,6 +120,9 @@ class FMN(MinimalNormAttack):
             raise ValueError(f"max_shrink must be in [0, 1), got {max_shrink}")
         self.extrapolate = bool(extrapolate)
         self.max_shrink = float(max_shrink)
+        self.planes = int(self._default_planes if planes is None else planes)
+        if self.planes and self._p != 2:
+            raise ValueError("planes (the cutting-plane step) is for the L2 norm only")
 
     def budget(self) -> dict[str, Any]:
         return {"steps": self.steps}
@@ -126,6 +134,7 @@ class FMN(MinimalNormAttack):
         eps = torch.zeros(n, device=x.device)
         best = BestTracker(x, self.steps, self.patience, self.rtol, self.levels)
         active = torch.arange(n, device=x.device)
+        planes = CuttingPlanes(n, x.shape[1:], self.planes, device=x.device) if self.planes else None
         for k in range(self.steps):
             xa, d = x[active], delta[active]
             ya = labels[active]
@@ -146,6 +155,9 @@ class FMN(MinimalNormAttack):
             loss = margins.pop()
             is_adv = loss < 0
             dn = flat_norm(d, self._p)
+            if planes is not None and self.loss != "lse":
+                own = found_a if self.loss == "lse_margin" else torch.ones_like(found_a)  # g is the margin's
+                planes.add(active[own], g[own], d[own], loss[own])
             best.update(active, xa + d, is_adv, dn, k)
             gamma = best.value(active, self.gamma_init, self.gamma_final, k)
             alpha = best.value(active, self.alpha_init, self.alpha_final, k)
@@ -175,10 +187,31 @@ class FMN(MinimalNormAttack):
             z = counter.logits(model, xa, active)
             ta = targets[active] if targets is not None else None
             best.update(active, xa, margin(z, labels[active], ta) < 0, flat_norm(delta[active], self._p), self.steps)
+        if planes is not None:
+            self._cutting_plane_step(model, x, labels, targets, counter, best, planes)
         return best.adv, best.found, None
+
+    def _cutting_plane_step(self, model: Callable, x: torch.Tensor, labels: torch.Tensor,
+                            targets: torch.Tensor | None, counter: PassCounter, best: BestTracker,
+                            planes: CuttingPlanes) -> None:
+        """One forward at the nearest point crossing the kept linearisations (times ``1 +
+        gamma_final`` to cross, as the extrapolated radius), for samples where it is smaller
+        than their best adversarial; kept where it is adversarial."""
+        idx, d = planes.nearest_point(best.found)
+        d = d * (1 + self.gamma_final)
+        smaller = flat_norm(d) < best.norm[idx]
+        idx, d = idx[smaller], d[smaller]
+        if len(idx) == 0:
+            return
+        xa = (x[idx] + d).clamp(0, 1)
+        z = counter.logits(model, xa, idx)
+        ta = targets[idx] if targets is not None else None
+        best.update(idx, xa, margin(z, labels[idx], ta) < 0, flat_norm(xa - x[idx]), self.steps)
 
     _p: float = 2
     _dual: float = 2
+    _default_rtol: float = 2e-2
+    _default_planes: int = 2
 
     def _step_project(self, d: torch.Tensor, g: torch.Tensor, gd: torch.Tensor, step: torch.Tensor | float,
                       eps: torch.Tensor) -> torch.Tensor:
@@ -233,6 +266,8 @@ class FMNLinf(FMN):
     name = "fmn_linf"
     _p = math.inf
     _dual = 1
+    _default_rtol = 1e-3
+    _default_planes = 0
 
     def _step_project(self, d, g, gd, step, eps):
         step = torch.as_tensor(step, device=d.device)
