@@ -27,6 +27,8 @@ from harmonia.attacks.analytic import kink_instance, linear_instance  # noqa: E4
 
 ATTACKS = {
     "FMN (default)": lambda: FMN(),
+    "FMN planes=0": lambda: FMN(planes=0),
+    "FMN rtol=1e-3 planes=0 (default before 2026-11-24)": lambda: FMN(rtol=1e-3, planes=0),
     "FMN extrapolate=False": lambda: FMN(extrapolate=False),
     "FMN patience=5": lambda: FMN(patience=5),
     "DDN (default)": lambda: DDN(),

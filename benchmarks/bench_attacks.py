@@ -202,11 +202,12 @@ def targets(t: Table, equal: str, ours: list[str], peers: list[str]) -> None:
     if not peers:
         return
     peer = min(peers, key=lambda k: t.meds[k][0])
-    name = min(ours, key=lambda k: t.meds[k][0])
-    (m, g), (pm, pg) = t.meds[name], t.meds[peer]
-    ok = m <= pm * 1.02 and g <= pg
-    print(f"target 2 (default budget): best of ours {name}: {m:.4f} with {g:.1f} grads; best peer {peer}: {pm:.4f} "
-          f"with {pg:.1f} grads; ratio {m / pm:.3f} -> {'met' if ok else 'NOT met'}")
+    pm, pg = t.meds[peer]
+    for name in ours:  # met if one of our attacks at its default budget meets both halves
+        m, g = t.meds[name]
+        ok = m <= pm * 1.02 and g <= pg
+        print(f"target 2 (default budget): {name}: {m:.4f} with {g:.1f} grads; best peer {peer}: {pm:.4f} "
+              f"with {pg:.1f} grads; ratio {m / pm:.3f} -> {'met' if ok else 'NOT met'}")
 
 
 def bench(label: str, model, x, y, peer_steps: int, fab_steps: int) -> None:
