@@ -401,3 +401,12 @@ def test_attack_cli_prints_tolerance_and_alignment(tiny_model, tiny_dataset, tmp
     assert "median L2" in r.output and "alignment" in r.output and "SYNTHETIC" in r.output
     r = CliRunner().invoke(app, args[:-2] + ["--reducer", "median"])
     assert r.exit_code == 2 and "unknown reducer" in r.output
+
+
+@pytest.mark.parametrize("module", ["", ".base", ".fmn", ".ddn", ".pgd", ".planes", ".tracker", ".registry", ".analytic"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(f"harmonia.attacks{module}"))
+    assert res.failed == 0 and res.attempted > 0
