@@ -87,3 +87,18 @@ def test_help_everywhere():
     for cmd in ([], ["evaluate"], ["explain"], ["models"], ["results"], ["demo"], ["data"]):
         r = run(*cmd, "--help")
         assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_help_prose_reflows_to_the_terminal():
+    """Typer keeps every newline of a help text: prose paragraphs must be single lines, or
+    the help comes out ragged in a terminal narrower than the source."""
+    from harmonia.cli.data_cmd import data_app
+
+    commands = [c for a in (app, data_app) for c in a.registered_commands if c.help]
+    assert len(commands) >= 10
+    for c in commands:
+        for para in c.help.split("\n\n"):
+            lines = para.splitlines()
+            assert len(lines) == 1 or any(line[:1].isspace() for line in lines), (c.name, lines[:2])
+    narrow = CliRunner().invoke(app, ["attack", "--help"], terminal_width=80, env={"COLUMNS": "80"})
+    assert "finds the smallest L2 perturbation" in " ".join(narrow.output.split())

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from harmonia.cli.common import console, user_errors
+from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 
@@ -99,7 +99,7 @@ def _fmt(x: object, pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
 
 
-@app.command("attack", help=ATTACK_HELP)
+@app.command("attack", help=reflow(ATTACK_HELP))
 @user_errors
 def attack_command(
     model: list[str] = typer.Option(..., "--model", "-m", help="Model name or checkpoint path. Repeat for several."),

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from harmonia.cli.common import console, user_errors
+from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 
@@ -35,7 +35,7 @@ def _fmt(x: float | None) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
-@app.command("ceiling", help=CEILING_HELP)
+@app.command("ceiling", help=reflow(CEILING_HELP))
 @user_errors
 def ceiling_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset directory in harmonia's format, with per-subject maps."),

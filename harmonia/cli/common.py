@@ -14,6 +14,22 @@ err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def reflow(text: str) -> str:
+    r"""A command's help with each prose paragraph on one line, so the terminal wraps it.
+
+    Typer's rich help keeps every newline, so text wrapped for the source file comes out
+    ragged in a narrower terminal. Paragraphs with an indented line (examples) stay as written.
+
+    Example:
+        >>> reflow("One line\nand its rest.\n\n  harmonia demo\n  harmonia test")
+        'One line and its rest.\n\n  harmonia demo\n  harmonia test'
+    """
+    paragraphs = text.strip("\n").split("\n\n")
+    return "\n\n".join(p if any(line[:1].isspace() for line in p.splitlines()) else " ".join(p.split("\n"))
+                       for p in paragraphs)
+
+
 # Exceptions that mean "the user's input is wrong": reported in one line, exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError, LookupError, OSError)
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from harmonia.cli.common import console, user_errors
+from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.data_cmd import data_app
 from harmonia.cli.progress import progress_callback
 
@@ -41,7 +41,7 @@ def _parse_columns(col: list[str]) -> dict[str, str]:
     return out
 
 
-@data_app.command("clicks", help=CLICKS_HELP)
+@data_app.command("clicks", help=reflow(CLICKS_HELP))
 @user_errors
 def clicks_command(
     table: Path = typer.Argument(..., help="Click table (.csv, .tsv or .parquet), one row per trial."),

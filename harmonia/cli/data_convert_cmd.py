@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from harmonia.cli.common import console, user_errors
+from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.data_cmd import data_app
 from harmonia.cli.progress import progress_callback
 
@@ -34,7 +34,7 @@ Examples:
 """
 
 
-@data_app.command("convert", help=CONVERT_HELP)
+@data_app.command("convert", help=reflow(CONVERT_HELP))
 @user_errors
 def convert_command(
     src: Path = typer.Argument(..., help="ClickMe shard file / folder / glob, or a harmonia dataset folder."),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from harmonia.cli.common import console, user_errors
+from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.data_cmd import data_app
 
 SIMULATE_HELP = """Generate the simulated-ClickMe benchmark: SYNTHETIC images and SIMULATED human maps.
@@ -32,7 +32,7 @@ Examples:
 """
 
 
-@data_app.command("simulate", help=SIMULATE_HELP)
+@data_app.command("simulate", help=reflow(SIMULATE_HELP))
 @user_errors
 def simulate_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset directory (harmonia format)."),

@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import typer
 
-from harmonia.cli.common import console, user_errors
+from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 
 DEMO_HELP = """Run the main job on the embedded data (no download needed).
@@ -173,7 +173,7 @@ def _rerun_command(quick: bool, seeds: int, out: Path, overrides: dict[str, Any]
     return " ".join(shlex.quote(p) for p in parts)
 
 
-@app.command("demo", help=DEMO_HELP)
+@app.command("demo", help=reflow(DEMO_HELP))
 @user_errors
 def demo_command(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for everything the demo writes."),

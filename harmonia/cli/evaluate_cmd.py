@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from harmonia.cli.common import console, user_errors
+from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 
@@ -37,7 +37,7 @@ def _fmt(x: object, pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
 
 
-@app.command("evaluate", help=EVALUATE_HELP)
+@app.command("evaluate", help=reflow(EVALUATE_HELP))
 @user_errors
 def evaluate_command(
     model: list[str] = typer.Option(..., "--model", "-m", help="Model name (efficientnet_lite0, timm:NAME, torchvision:NAME) or checkpoint path. Repeat for several."),

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from harmonia.cli.common import console, user_errors
+from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 
@@ -61,7 +61,7 @@ def explain_images(model, explainer, paths: list[Path], out: Path, target: int |
     return records
 
 
-@app.command("explain", help=EXPLAIN_HELP)
+@app.command("explain", help=reflow(EXPLAIN_HELP))
 @user_errors
 def explain_command(
     model: str = typer.Option(..., "--model", "-m", help="Model name or checkpoint path (see `harmonia models`)."),

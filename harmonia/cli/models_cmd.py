@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from harmonia.cli.common import console, user_errors
+from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 
 MODELS_HELP = """List the models harmonia can load, with their input size and class count.
@@ -27,7 +27,7 @@ Examples:
 """
 
 
-@app.command("models", help=MODELS_HELP)
+@app.command("models", help=reflow(MODELS_HELP))
 @user_errors
 def models_command(
     pattern: Optional[str] = typer.Argument(

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from harmonia.cli.common import console, user_errors
+from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 
@@ -90,7 +90,7 @@ def _make_sim(out: Path) -> None:
                   f"reliability 0.8; also as a Brain-Score assembly in brainscore/, region IT) and spatial/sim_data.mat (true layer block3, window 90-130 ms).")
 
 
-@app.command("neural", help=NEURAL_HELP)
+@app.command("neural", help=reflow(NEURAL_HELP))
 @user_errors
 def neural_command(
     model: list[str] = typer.Option([], "--model", "-m", help="Model name (timm:NAME, torchvision:NAME, efficientnet_lite0, simulated:SEED) or checkpoint. Repeat for several."),

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from harmonia.cli.common import console, err_console, user_errors
+from harmonia.cli.common import console, err_console, reflow, user_errors
 from harmonia.cli.main import app
 
 TRAIN_HELP = """Train or fine-tune a model with the neural harmonizer loss.
@@ -112,7 +112,7 @@ def build_config(options: dict[str, Any], resume: bool) -> Any:
     return config
 
 
-@app.command("train", help=TRAIN_HELP)
+@app.command("train", help=reflow(TRAIN_HELP))
 @user_errors
 def train_command(
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset directory in harmonia's format (needs a train split)."),
