@@ -52,11 +52,12 @@ class CuttingPlanes:
     def add(self, rows: torch.Tensor, grad: torch.Tensor, delta: torch.Tensor, margin: torch.Tensor) -> None:
         """Rows ``rows`` had margin ``margin`` with gradient ``grad`` at perturbation ``delta``."""
         g = grad.flatten(1).float()
-        live = g.norm(dim=1) > 0  # a flat margin (dead units) gives no plane
-        rows, g, delta, margin = rows[live], g[live], delta[live], margin[live]
+        norm = g.norm(dim=1)
+        live = norm > 0  # a flat margin (dead units) gives no plane
+        rows, g, norm, delta, margin = rows[live], g[live], norm[live], delta[live], margin[live]
         if len(rows) == 0:
             return
-        unit = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        unit = g / norm[:, None]
         kept = self.g[rows]
         cos = (kept / kept.norm(dim=2, keepdim=True).clamp_min(1e-12) * unit[:, None]).sum(2)
         cmax, jmax = cos.masked_fill(~self.ok[rows], -2.0).max(1)
