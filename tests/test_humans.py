@@ -296,7 +296,7 @@ def test_ceiling_store_cache_resume_and_ceiling_for(tmp_path):
     key = first.key
     store._conn.execute("UPDATE runs SET status='partial' WHERE key=?", (key,))
     gone = sorted(first.result.per_image)[:1]
-    store._conn.execute("DELETE FROM rows WHERE run_key=? AND image_id=?", (key, gone[0]))
+    store._conn.execute("DELETE FROM rows WHERE run_key=? AND item_id=?", (key, gone[0]))
     resumed = run_ceiling(ds, store, repeats=3, chunk_size=3)
     assert not resumed.cached and resumed.result.per_image == first.result.per_image
     # Evaluation's hook: the stored value for datasets with subjects, None without.
