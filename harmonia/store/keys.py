@@ -49,6 +49,51 @@ def cache_key(settings: dict[str, Any], *, version: str = __version__) -> str:
     return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
 
 
+def model_key(model: Any) -> str:
+    """The content key of a model: its ``fingerprint()`` when it has one, else a digest of
+    its class and weights (``state_dict``), so two differently initialised plain modules
+    never share a key. Anything else is refused: a result keyed on nothing would be served
+    to every other model.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> torch.manual_seed(0); a = nn.Linear(2, 2); b = nn.Linear(2, 2)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model_key(a) == model_key(a), model_key(a) == model_key(b)
+        (True, False)
+    """
+    fp = getattr(model, "fingerprint", None)
+    if callable(fp):
+        value = fp()
+        if not value:
+            raise ValueError(f"{type(model).__name__}.fingerprint() gave {value!r}: a model needs a content key")
+        return str(value)
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        return module_digest(model)
+    raise ValueError(f"cannot key a {type(model).__name__} by content: pass a torch.nn.Module "
+                     "or an object with a fingerprint() method")
+
+
+def module_digest(module: Any) -> str:
+    """blake2b digest of a module's class, structure (``repr``) and ``state_dict`` bytes."""
+    import torch
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{type(module).__module__}.{type(module).__qualname__}\0{module!r}".encode())
+    for name, value in module.state_dict().items():
+        h.update(name.encode() + b"\0")
+        if not isinstance(value, torch.Tensor):
+            h.update(repr(value).encode())
+            continue
+        t = value.detach().to("cpu").contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def array_digest(*arrays: Any) -> str:
     """blake2b digest of NumPy arrays' shapes and bytes (C order), for keys on in-memory data.
 
