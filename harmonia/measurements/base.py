@@ -114,8 +114,10 @@ class Measurement(ABC):
     def check(self, model: Any, data: Any) -> None:
         """Validate before any work (raise ValueError with a one-line message)."""
 
-    def prepare(self, model: Any, data: Any) -> Any:
-        """The context ``compute`` gets (e.g. the model moved to its device); default: the model."""
+    def prepare(self, model: Any, data: Any, data_key: Any) -> Any:
+        """The context ``compute`` gets (e.g. the model moved to its device); default: the model.
+
+        ``data_key`` is what :meth:`data_key` gave for this run (None without a store)."""
         return model
 
     def batches(self, data: Any, ids: list[str], index: list[int], batch_size: int | None) -> Iterator[Batch]:
@@ -128,11 +130,13 @@ class Measurement(ABC):
         """Descriptive metadata stored with the run (not part of the key)."""
         return {}
 
-    def key(self, model: Any, data: Any, store: ResultStore | None = None) -> str:
+    def key(self, model: Any, data: Any, store: ResultStore | None = None, data_key: Any = ...) -> str:
         """The content address of this measurement of ``model`` on ``data``.
 
         A model without a content key is refused (:func:`harmonia.store.model_key`)."""
-        parts: dict[str, Any] = {"kind": self.kind, "settings": self.settings(), "data": self.data_key(data, store)}
+        if data_key is ...:
+            data_key = self.data_key(data, store)
+        parts: dict[str, Any] = {"kind": self.kind, "settings": self.settings(), "data": data_key}
         if self.uses_model:
             parts["model"] = model_key(model)
         return cache_key(parts, version=f"{self.kind}/{self.version}")
@@ -162,7 +166,8 @@ def run(
     """
     emit = on_event or (lambda name, info: None)
     measurement.check(model, data)
-    key = measurement.key(model, data, store)
+    data_key = measurement.data_key(data, store)
+    key = measurement.key(model, data, store, data_key)
     all_ids = measurement.items(data)
     meta = measurement.meta(model, data)
     done: set[str] = set()
@@ -187,7 +192,7 @@ def run(
     todo = [(i, item) for i, item in enumerate(all_ids) if item not in done]
     finished = len(all_ids) - len(todo)
     emit("start", {"total": len(all_ids), "done": finished})
-    ctx = measurement.prepare(model, data)
+    ctx = measurement.prepare(model, data, data_key)
     rows: list[dict[str, Any]] = []
     size = batch_size if batch_size is not None else measurement.default_batch_size
     for batch in measurement.batches(data, [t[1] for t in todo], [t[0] for t in todo], size):
