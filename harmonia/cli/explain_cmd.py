@@ -68,11 +68,11 @@ def explain_command(
     images: Path = typer.Option(..., "--images", "-i", help="Folder of images, or one image file."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for maps, overlays and predictions.csv."),
     explainer: str = typer.Option("saliency", "--explainer", "-e", help="Explainer spec, e.g. 'saliency', 'gradcam', 'smoothgrad:n_samples=32'."),
-    target: Optional[int] = typer.Option(None, help="Explain this class index instead of the top-1 prediction."),
+    target: Optional[int] = typer.Option(None, help="Explain this class index instead of the top-1 prediction.", show_default="the top-1 class"),
     topk: int = typer.Option(5, min=1, help="Predictions listed per image."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1),
     device: str = typer.Option("auto", help="'auto', 'cpu', 'cuda', ..."),
-    arch: Optional[str] = typer.Option(None, help="Architecture of a plain state-dict checkpoint, e.g. 'timm:resnet18'."),
+    arch: Optional[str] = typer.Option(None, help="Architecture of a plain state-dict checkpoint, e.g. 'timm:resnet18'.", show_default="none"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow checkpoints holding pickled objects (runs code from the file: only for files you trust)."),
     random_init: bool = typer.Option(False, "--random-init", help="Do not load pretrained weights."),
 ) -> None:

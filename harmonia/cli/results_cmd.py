@@ -22,7 +22,7 @@ results_app = typer.Typer(
 )
 app.add_typer(results_app, name="results")
 
-StoreOpt = typer.Option(None, "--store", help="Results store path.")
+StoreOpt = typer.Option(None, "--store", help="Results store path.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite")
 
 
 def _open(store: Optional[Path]):
@@ -61,7 +61,7 @@ def _headline(agg: dict | None) -> str:
 @results_app.command("list")
 @user_errors
 def list_runs(
-    kind: Optional[str] = typer.Option(None, help="Only runs of this kind (evaluation, ceiling, ...)."),
+    kind: Optional[str] = typer.Option(None, help="Only runs of this kind (evaluation, ceiling, ...).", show_default="all kinds"),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """One line per stored run, newest first."""
@@ -94,8 +94,8 @@ def show_run(key: str = typer.Argument(..., help="Run key or a unique prefix."),
 @user_errors
 def export(
     out: Path = typer.Argument(..., help="CSV file to write ('-' for standard output)."),
-    rows: Optional[list[str]] = typer.Option(None, "--rows", help="Export per-image rows of these runs (key prefixes) instead of one line per run."),
-    kind: Optional[str] = typer.Option(None, help="Only runs of this kind."),
+    rows: Optional[list[str]] = typer.Option(None, "--rows", help="Export per-image rows of these runs (key prefixes) instead of one line per run.", show_default="none (one line per run)"),
+    kind: Optional[str] = typer.Option(None, help="Only runs of this kind.", show_default="all kinds"),
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Export runs (one line each, aggregates flattened) or per-image rows to CSV."""

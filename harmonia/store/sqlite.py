@@ -29,6 +29,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harmonia.store.keys import _json_default, file_digest
+from harmonia.utils.lock import PathLock
 
 DEFAULT_STORE = "harmonia-results.sqlite"
 SCHEMA_VERSION = 2
@@ -139,6 +141,7 @@ class ResultStore:
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_path()
+        self._locks: dict[str, PathLock] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -192,6 +195,9 @@ class ResultStore:
         return ResultStore._Tx(self._conn)
 
     def close(self) -> None:
+        for lock in self._locks.values():
+            lock.release()
+        self._locks.clear()
         self._conn.close()
 
     def __enter__(self) -> "ResultStore":
@@ -210,8 +216,20 @@ class ResultStore:
         ).fetchone()
         return self._run(row) if row else None
 
+    def run_lock(self, key: str) -> PathLock:
+        """The lock of run ``key`` while it is written (a file in ``STORE.locks/``)."""
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", key)[:120]
+        return PathLock(self.path.parent / f"{self.path.name}.locks" / f"{name}.lock",
+                        f"run {key[:12]} of {self.path}", remove_empty_parent=True)
+
     def start_run(self, key: str, kind: str, meta: dict[str, Any]) -> None:
-        """Create the run if new (status 'partial'); an existing run is left as it is."""
+        """Create the run if new (status 'partial'); an existing run is left as it is.
+
+        The run stays locked by this process until :meth:`finish_run` or :meth:`close`: another
+        process writing the same run refuses (:class:`~harmonia.utils.lock.LockedError`).
+        """
+        if key not in self._locks:
+            self._locks[key] = self.run_lock(key).acquire()
         now = time.time()
         with self._tx() as c:
             c.execute(
@@ -246,10 +264,13 @@ class ResultStore:
             ).rowcount
             if n == 0:
                 raise KeyError(f"no run {key!r}")
+        lock = self._locks.pop(key, None)
+        if lock is not None:
+            lock.release()
 
     def delete_run(self, key: str) -> bool:
         """Remove a run, its rows and its artifacts folder; False if there was no such run."""
-        with self._tx() as c:
+        with self.run_lock(key), self._tx() as c:  # never under a process still writing it
             c.execute("DELETE FROM rows WHERE run_key = ?", (key,))
             existed = c.execute("DELETE FROM runs WHERE key = ?", (key,)).rowcount > 0
         shutil.rmtree(self.artifacts_dir(key, create=False), ignore_errors=True)
@@ -333,7 +354,7 @@ class ResultStore:
                 raise StoreError(f"run {theirs.key}: kind {theirs.kind!r} in {src.path} but {mine.kind!r} here")
             if mine is None or mine.status != "complete":
                 data = src._conn.execute("SELECT item_id, data FROM rows WHERE run_key = ?", (theirs.key,)).fetchall()
-                with self._tx() as c:
+                with self.run_lock(theirs.key), self._tx() as c:  # never under a process writing it here
                     if mine is None:
                         c.execute("INSERT INTO runs (key, kind, status, created, updated, meta) VALUES (?, ?, 'partial', ?, ?, ?)",
                                   (theirs.key, theirs.kind, theirs.created, theirs.updated, encode(theirs.meta)))

@@ -46,6 +46,7 @@ from harmonia.training.schedule import ScheduleFn, build_scheduler, recipe_miles
 from harmonia.training.state import BEST, FINAL, LAST, load_state, rng_state, save_state, set_rng_state, sweep_temporaries
 from harmonia.utils.device import default_num_workers
 from harmonia.utils.io import atomic_write_text
+from harmonia.utils.lock import folder_lock
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
@@ -219,6 +220,9 @@ class TrainConfig:
                 raise ValueError(message)
         check_loss_options(self.reducer, self.saliency_input, self.score, self.lambda_outside, self.outside_threshold,
                            self.lambda_masked)
+        from harmonia.evaluation import parse_ceiling_option
+
+        parse_ceiling_option(self.ceiling)  # before the first epoch, not at its evaluation
 
 
 @dataclass
@@ -653,6 +657,17 @@ class _Trainer:
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        # One writer per run folder: a second process (even one passing --resume) refuses at once.
+        lock = folder_lock(self.out, "run folder") if self.main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            return self._run()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> TrainResult:
         cfg = self.cfg
         t_start = time.perf_counter()
         self._setup_data()
