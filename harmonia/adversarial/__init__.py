@@ -10,6 +10,7 @@ Example:
 from harmonia.adversarial.alignment import (
     LEAST_LIKELY,
     SKIPPED,
+    AdversarialAlignment,
     AdversarialResult,
     adversarial_alignment,
     aggregate_attack_rows,
@@ -25,6 +26,7 @@ __all__ = [
     "GROUPINGS",
     "LEAST_LIKELY",
     "SKIPPED",
+    "AdversarialAlignment",
     "AdversarialResult",
     "GroupedLogits",
     "PERTURBATION_REDUCERS",
