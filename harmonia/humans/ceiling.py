@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from harmonia.humans.blur import BLUR_METHODS, blur_maps
+from harmonia.measurements.base import Batch, Measurement
 from harmonia.metrics import Summary, dice_top, iou_top, spearman, summarize
 
 DEFAULT_REPEATS = 10
@@ -352,18 +353,25 @@ def iter_ceiling_rows(
     for c, idx in enumerate(_chunks(src.ids, seed, chunk_size)):
         if all(src.ids[i] in skip for i in idx):
             continue
-        subs = [src.load(int(i)) for i in idx]
-        if device is not None:
-            subs = [s.to(device) for s in subs]
-        for i, s in zip(idx, subs):
-            if s.shape[0] < 2:
-                raise ValueError(f"{src.ids[i]}: a split-half ceiling needs >= 2 subject maps, got {s.shape[0]}")
-        rng = np.random.default_rng([seed, c])
-        ceil, flo = _chunk_scores(subs, rng, repeats, fn, method, size, sig, crop, floor=True)
-        yield [
-            {"image_id": src.ids[i], "ceiling": float(ceil[j]), "floor": float(flo[j]), "n_subjects": int(subs[j].shape[0])}
-            for j, i in enumerate(idx)
-        ]
+        yield _chunk_rows(src, c, idx, fn, repeats, (method, size, sig), crop, seed, device)
+
+
+def _chunk_rows(src: "_Source", c: int, idx: Sequence[int], fn: Callable, repeats: int, blur: tuple,
+                crop: Any, seed: int, device: Any) -> list[dict[str, Any]]:
+    """The rows of chunk ``c`` (images ``idx``): its own seeded generator, so any chunk can be
+    computed alone (resuming) with the same numbers."""
+    subs = [src.load(int(i)) for i in idx]
+    if device is not None:
+        subs = [s.to(device) for s in subs]
+    for i, s in zip(idx, subs):
+        if s.shape[0] < 2:
+            raise ValueError(f"{src.ids[i]}: a split-half ceiling needs >= 2 subject maps, got {s.shape[0]}")
+    rng = np.random.default_rng([seed, c])
+    ceil, flo = _chunk_scores(subs, rng, repeats, fn, *blur, crop, floor=True)
+    return [
+        {"image_id": src.ids[i], "ceiling": float(ceil[j]), "floor": float(flo[j]), "n_subjects": int(subs[j].shape[0])}
+        for j, i in enumerate(idx)
+    ]
 
 
 def result_from_rows(rows: Iterable[Mapping[str, Any]], settings: dict[str, Any] | None = None) -> CeilingResult:
@@ -457,6 +465,105 @@ class CeilingRun:
     result: CeilingResult
 
 
+class HumanCeiling(Measurement):
+    """Split-half ceiling and cross-image floor per image, as a measurement (no model).
+
+    Items are images; a batch is one of the seeded chunks (``chunk_size`` is a setting: the
+    chunks decide which images the floor compares), computed whole, so a resumed run gives
+    the numbers of an uninterrupted one.
+
+    Example:
+        >>> g = np.random.default_rng(0)
+        >>> data = {f"im{i}": g.random((4, 8, 8)) for i in range(4)}
+        >>> from harmonia.measurements import run
+        >>> res = run(HumanCeiling(blur="none", repeats=2), None, data)
+        >>> len(res.rows), sorted(res.headline)
+        (4, ['ceiling_mean', 'floor_mean', 'n_images'])
+    """
+
+    kind = "ceiling"
+    version = "1"
+    uses_model = False
+    default_batch_size = None  # batches are the seeded chunks
+
+    def __init__(self, metric: Metric = "spearman", repeats: int = DEFAULT_REPEATS, blur: str | None = None,
+                 blur_size: int | None = None, sigma: float | None = None, crop: int | tuple[int, int] | None = None,
+                 seed: int = 0, chunk_size: int = DEFAULT_CHUNK, device: str | torch.device | None = None) -> None:
+        resolve_metric(metric)  # validate before any work
+        self.metric, self.repeats, self.blur, self.blur_size, self.sigma = metric, repeats, blur, blur_size, sigma
+        self.crop, self.seed, self.chunk_size, self.device = crop, seed, chunk_size, device
+        self._src: _Source | None = None
+        self._src_of: Any = None
+
+    def _options(self) -> tuple:
+        return (self.metric, self.repeats, self.blur, self.blur_size, self.sigma, self.crop, self.seed, self.chunk_size)
+
+    def source(self, data: Any) -> "_Source":
+        if self._src is None or self._src_of is not data:
+            self._src, self._src_of = (data if isinstance(data, _Source) else _Source(data)), data
+        return self._src
+
+    def check(self, model: Any, data: Any) -> None:
+        src = self.source(data)
+        method, _, _ = _resolve_blur(src.info, self.blur, self.blur_size, self.sigma)
+        _check(method, self.repeats)
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
+        _chunks(src.ids, self.seed, self.chunk_size)  # validates chunk_size
+
+    def settings(self) -> dict[str, Any]:
+        return {"metric": resolve_metric(self.metric)[0], "repeats": int(self.repeats), "blur": self.blur,
+                "blur_size": self.blur_size, "sigma": self.sigma,
+                "crop": list(self.crop) if isinstance(self.crop, tuple) else self.crop, "seed": int(self.seed),
+                "chunk_size": int(self.chunk_size)}
+
+    def data_key(self, data: Any, store: Any) -> Any:
+        from harmonia.store import array_digest, dataset_fingerprint
+
+        if store is None:
+            return None
+        if callable(self.metric):
+            raise ValueError("a custom metric function cannot be cached in the store; pass its name or store=None")
+        if hasattr(data, "records") and hasattr(data, "split_dir"):  # the subject files, not the images
+            return dataset_fingerprint(_SubjectFiles(data), digest=store.file_digest)
+        src = self.source(data)
+        return {"ids": src.ids, "maps": array_digest(*(src.load(i).cpu().numpy() for i in range(len(src.ids))))}
+
+    def items(self, data: Any) -> list[str]:
+        return list(self.source(data).ids)
+
+    def meta(self, model: Any, data: Any) -> dict[str, Any]:
+        return {"dataset": str(getattr(data, "root", "")), "split": getattr(data, "split", None),
+                "synthetic": bool(getattr(getattr(data, "info", None), "synthetic", False)),
+                **ceiling_settings(self.source(data), *self._options())}
+
+    def prepare(self, model: Any, data: Any, data_key: Any) -> "_Source":
+        return self.source(data)
+
+    def batches(self, data: Any, ids: list[str], index: list[int], batch_size: int | None) -> Iterator[Batch]:
+        src, todo = self.source(data), set(ids)
+        for c, idx in enumerate(_chunks(src.ids, self.seed, self.chunk_size)):
+            if any(src.ids[i] in todo for i in idx):
+                yield Batch([src.ids[i] for i in idx], [int(i) for i in idx], c)
+
+    def compute(self, src: "_Source", batch: Batch) -> list[dict[str, Any]]:
+        method, size, sig = _resolve_blur(src.info, self.blur, self.blur_size, self.sigma)
+        return _chunk_rows(src, batch.data, batch.index, resolve_metric(self.metric)[1], self.repeats,
+                           (method, size, sig), self.crop, self.seed, self.device)
+
+    def result(self, rows: list[dict[str, Any]], data: Any) -> CeilingResult:
+        return result_from_rows(rows, ceiling_settings(self.source(data), *self._options()))
+
+    def aggregate(self, rows: list[dict[str, Any]], data: Any) -> dict[str, Any]:
+        return self.result(rows, data).aggregates()
+
+    def headline(self, agg: dict[str, Any]) -> dict[str, Any]:
+        return {"n_images": agg["n_images"], "ceiling_mean": agg["ceiling"]["mean"], "floor_mean": agg["floor"]["mean"]}
+
+    def reaggregate_cached(self) -> bool:
+        return False  # rows and settings decide the aggregates
+
+
 def run_ceiling(
     dataset: Any,
     store: Any | None = None,
@@ -473,7 +580,8 @@ def run_ceiling(
     recompute: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> CeilingRun:
-    """:func:`dataset_ceiling` of a :class:`HarmoniaDataset`, cached and resumable in a results store.
+    """:func:`dataset_ceiling` of a :class:`HarmoniaDataset`, cached and resumable in a results store
+    (:class:`HumanCeiling` through :func:`harmonia.measurements.run`).
 
     The key covers the subject files' content (not the images), the split and every
     setting; per-image rows are committed chunk by chunk, so an interrupted run resumes.
@@ -482,39 +590,11 @@ def run_ceiling(
         >>> run = run_ceiling(HarmoniaDataset("data/clicks"), ResultStore("r.sqlite"))  # doctest: +SKIP
         >>> run.result.ceiling.mean, run.cached  # doctest: +SKIP
     """
-    from harmonia.store import cache_key, dataset_fingerprint
+    from harmonia.measurements import progress_events, run
 
-    src = _Source(dataset)
-    if callable(metric) and store is not None:
-        raise ValueError("a custom metric function cannot be cached in the store; pass its name or store=None")
-    settings = ceiling_settings(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size)
-    if store is None:
-        return CeilingRun("", False, dataset_ceiling(src, metric, repeats, blur, blur_size, sigma, crop, seed,
-                                                     chunk_size, device, progress))
-    fingerprint = dataset_fingerprint(_SubjectFiles(dataset), digest=store.file_digest)
-    key = cache_key({"kind": "ceiling", **settings, "dataset": fingerprint})
-    run = store.get_run(key)
-    if run is not None and recompute:
-        store.delete_run(key)
-        run = None
-    if run is not None and run.status == "complete":
-        return CeilingRun(key, True, result_from_rows(store.rows(key), settings))
-    meta = {"dataset": str(getattr(dataset, "root", "")), "split": getattr(dataset, "split", None),
-            "synthetic": bool(getattr(getattr(dataset, "info", None), "synthetic", False)), **settings}
-    store.start_run(key, kind="ceiling", meta=meta)
-    done = store.done_ids(key)
-    total = len(src.ids)
-    finished = len(done & set(src.ids))
-    if progress:
-        progress(finished, total)
-    for rows in iter_ceiling_rows(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, device, skip=done):
-        store.add_rows(key, rows)  # one transaction per chunk
-        finished += sum(r["image_id"] not in done for r in rows)
-        if progress:
-            progress(finished, total)
-    res = result_from_rows([r for r in store.rows(key) if r["image_id"] in set(src.ids)], settings)
-    store.finish_run(key, res.aggregates())
-    return CeilingRun(key, False, res)
+    m = HumanCeiling(metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, device)
+    res = run(m, None, dataset, store=store, recompute=recompute, on_event=progress_events(progress))
+    return CeilingRun(res.key, res.cached, m.result(res.rows, dataset))
 
 
 def ceiling_for(dataset: Any, store: Any | None = None, **settings: Any) -> float | None:
