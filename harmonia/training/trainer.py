@@ -787,29 +787,25 @@ class _Trainer:
         if self.store is None:
             return None
         from harmonia import __version__
-        from harmonia.store import cache_key
+        from harmonia.measurements import run
+        from harmonia.store import model_key
+        from harmonia.training.summary import TrainingRecord, TrainingSummary
 
-        fingerprint = self.model.fingerprint() if hasattr(self.model, "fingerprint") else None
-        key = cache_key({"kind": "training", "config": self.cfg.identity(), "model": fingerprint})
         meta = {
-            "model": getattr(self.model, "name", type(self.model).__name__), "model_fingerprint": fingerprint,
+            "model": getattr(self.model, "name", type(self.model).__name__), "model_fingerprint": model_key(self.model),
             "dataset": str(self.cfg.data), "split": self.cfg.train_split, "synthetic": bool(self.info_data.synthetic),
             "preset": self.cfg.preset, "lambda_harmonization": self.cfg.lambda_harmonization,
             "epochs": self.cfg.epochs, "batch_size": self.cfg.batch_size, "world_size": self.info.world_size,
             "out_dir": str(self.out), "final_checkpoint": str(self.out / FINAL), "config": self.cfg.to_json(),
             "harmonia_version": __version__,
         }
-        self.store.start_run(key, kind="training", meta=meta)
-        rows = [{"image_id": f"eval/{e['step']:08d}/{e['split']}", **{k: v for k, v in e.items()}} for e in self.history["evals"]]
-        if rows:
-            self.store.add_rows(key, rows)
         last_steps = self.history["steps"][-1] if self.history["steps"] else {}
         aggregates = {
             "final": final_metrics, "best": self.progress["best"], "steps": self.progress["global_step"],
             "train_seconds": self.progress["elapsed"], "final_loss": last_steps,
         }
-        self.store.finish_run(key, aggregates)
-        return key
+        record = TrainingRecord(list(self.history["evals"]), aggregates, meta)
+        return run(TrainingSummary(self.cfg.identity()), self.model, record, store=self.store).key
 
 
 def _finite(obj: Any) -> Any:
