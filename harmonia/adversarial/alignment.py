@@ -211,8 +211,10 @@ def adversarial_alignment(
     meta = {
         "model": getattr(model, "name", type(model).__name__),
         "model_fingerprint": fp,
+        "init_seed": getattr(model, "init_seed", None),
         "dataset": str(getattr(dataset, "root", type(dataset).__name__)),
         "split": getattr(dataset, "split", None),
+        "size": getattr(dataset, "size", None),  # the resize of images and maps (None: native)
         "synthetic": bool(getattr(getattr(dataset, "info", None), "synthetic", False)),
         "attack": attack.config(),
         "reducer": reducer,

@@ -115,6 +115,7 @@ def attack_command(
     arch: Optional[str] = typer.Option(None, help="Architecture of a plain state-dict checkpoint.", show_default="none"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow checkpoints holding pickled objects (trusted files only)."),
     random_init: bool = typer.Option(False, "--random-init", help="Do not load pretrained weights."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random weights of --random-init: the same seed gives the same weights (and a cache hit in the store)."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", min=1),
     device: str = typer.Option("auto", help="'auto' (GPU if there is one), 'cpu', 'cuda', ..."),
     limit: Optional[int] = typer.Option(None, help="Attack only the first N images.", min=1, show_default="all images"),
@@ -159,7 +160,7 @@ def attack_command(
     for col in cols:
         table.add_column(col, justify="left" if col == "model" else "right")
     for name in model:
-        m = load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle)
+        m = load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed)
         on_batch = None
         if figures is not None:
             figures.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,7 @@ def evaluate_command(
     arch: Optional[str] = typer.Option(None, help="Architecture of a plain state-dict checkpoint, e.g. 'timm:resnet18'.", show_default="none"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow checkpoints holding pickled objects (runs code from the file: only for files you trust)."),
     random_init: bool = typer.Option(False, "--random-init", help="Do not load pretrained weights (timm/torchvision names)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random weights of --random-init: the same seed gives the same weights (and a cache hit in the store)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
     workers: Optional[int] = typer.Option(None, min=0, help="DataLoader worker processes.", show_default="0 on the CPU (forked workers slow the compute there), 4 on a GPU"),
     device: str = typer.Option("auto", help="'auto' (GPU if there is one), 'cpu', 'cuda', 'cuda:1', ..."),
@@ -82,7 +83,7 @@ def evaluate_command(
         table.add_column(col, justify="left" if col in ("model", "explainer") else "right")
     n_workers = default_num_workers(device) if workers is None else workers
     for name in model:
-        m = load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle)
+        m = load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed)
         for exp in explainers:
             with progress_callback(f"{name} / {exp.name}") as update:
                 res = evaluate(m, dataset, exp, scorer, store=result_store, ceiling=ceil, targets=targets,

@@ -75,6 +75,7 @@ def explain_command(
     arch: Optional[str] = typer.Option(None, help="Architecture of a plain state-dict checkpoint, e.g. 'timm:resnet18'.", show_default="none"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow checkpoints holding pickled objects (runs code from the file: only for files you trust)."),
     random_init: bool = typer.Option(False, "--random-init", help="Do not load pretrained weights."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random weights of --random-init: the same seed gives the same weights (and a cache hit in the store)."),
 ) -> None:
     from harmonia.attribution import parse_explainer_spec
     from harmonia.data.images import list_images
@@ -84,7 +85,7 @@ def explain_command(
 
     exp = parse_explainer_spec(explainer)
     paths = list_images(images)
-    m = load(model, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle).to(resolve_device(device)).eval()
+    m = load(model, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed).to(resolve_device(device)).eval()
     if target is not None and m.num_classes is not None and not 0 <= target < m.num_classes:
         raise ValueError(f"--target {target} outside 0..{m.num_classes - 1}")
     with progress_callback(f"explaining {len(paths)} images") as update:

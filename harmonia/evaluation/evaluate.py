@@ -140,9 +140,11 @@ def evaluate(
     meta = {
         "model": model.name,
         "model_fingerprint": settings["model"],
+        "init_seed": getattr(model, "init_seed", None),
         "input_size": list(model.input_size),
         "dataset": str(getattr(dataset, "root", type(dataset).__name__)),
         "split": getattr(dataset, "split", None),
+        "size": getattr(dataset, "size", None),  # the resize of images and maps (None: native)
         "synthetic": bool(getattr(getattr(dataset, "info", None), "synthetic", False)),
         "explainer": explainer.config(),
         "scorer": scorer.config(),

@@ -34,7 +34,8 @@ KIND = "neural"
 
 def _model_id(model: torch.nn.Module) -> dict[str, Any]:
     fp = getattr(model, "fingerprint", None)
-    return {"fingerprint": fp() if callable(fp) else None, "name": getattr(model, "name", type(model).__name__)}
+    return {"fingerprint": fp() if callable(fp) else None, "name": getattr(model, "name", type(model).__name__),
+            "init_seed": getattr(model, "init_seed", None)}
 
 
 def run_neural(
@@ -58,7 +59,8 @@ def run_neural(
     if store is not None:
         if recompute:
             store.delete_run(key)
-        meta = {"model": mid["name"], "data": rec.name, "synthetic": rec.synthetic, "benchmark": res.kind, **res.settings}
+        meta = {"model": mid["name"], "model_fingerprint": mid["fingerprint"], "init_seed": mid["init_seed"],
+                "data": rec.name, "synthetic": rec.synthetic, "benchmark": res.kind, **res.settings}
         store.start_run(key, KIND, meta)
         store.add_rows(key, [{"image_id": f"{i:03d}:{l.layer}", **l.row()} for i, l in enumerate(res.layers)])
         store.finish_run(key, aggregates(res))
