@@ -129,6 +129,11 @@ def neural_command(
         return
     if data is None or not model:
         raise ValueError("need --model and --data (or --make-sim DIR)")
+    from harmonia.store.sqlite import default_store_path
+    from harmonia.utils.io import claim_output_file
+
+    claim_output_file(plot, inputs=[data, store or default_store_path()], option="--plot")  # before any work
+    dev = resolve_device(device)
     if regression not in ("pls", "ridge"):
         raise ValueError(f"unknown regression {regression!r}: use 'pls' or 'ridge'")
     win = None
@@ -170,7 +175,7 @@ def neural_command(
     result_store = ResultStore(store)
     results = {}
     for name in model:
-        m = _load_model(name, random_init, seed).to(resolve_device(device))
+        m = _load_model(name, random_init, seed).to(dev)
         with progress_callback(f"{name} features") as update:
             res, cached = run_neural(m, rec, store=result_store, recompute=recompute, progress=update, **opts)
         results[name] = res
