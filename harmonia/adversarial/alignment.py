@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, Union
 
@@ -26,7 +27,8 @@ from harmonia import __version__
 from harmonia.adversarial.grouping import GroupedLogits, resolve_grouping
 from harmonia.adversarial.maps import perturbation_map
 from harmonia.attacks import FMN, FOOLED, MISCLASSIFIED, NOT_FOOLED, Attack, AttackResult
-from harmonia.evaluation import Ceiling
+from harmonia.errors import HarmoniaWarning, UserError
+from harmonia.evaluation import Ceiling, check_classes
 from harmonia.metrics import MapScorer, summarize
 from harmonia.store import ResultStore, cache_key, dataset_fingerprint
 from harmonia.utils.device import resolve_device
@@ -58,6 +60,24 @@ def resolve_targets(target: Target, ids: Sequence[str], clean_logits: torch.Tens
             raise ValueError(f"no target class for image {missing[0]!r} ({len(missing)} images without one)")
         return torch.tensor([int(target[i]) for i in ids], dtype=torch.long)
     return torch.full((len(ids),), int(target), dtype=torch.long)
+
+
+def check_target(target: Target | None, num_classes: int | None) -> None:
+    """Raise :class:`~harmonia.errors.UserError` for a target class the model does not have.
+
+    Example:
+        >>> check_target(99, 8)
+        Traceback (most recent call last):
+        ...
+        harmonia.errors.UserError: --target 99 is not a class of this model (it has 8: 0..7)
+    """
+    if target is None or isinstance(target, str) or not num_classes:
+        return
+    values = {int(target)} if not isinstance(target, Mapping) else {int(v) for v in target.values()}
+    bad = sorted(v for v in values if not 0 <= v < num_classes)
+    if bad:
+        where = f"--target {bad[0]}" if not isinstance(target, Mapping) else f"target class {bad[0]} (of {len(bad)} bad ones)"
+        raise UserError(f"{where} is not a class of this model (it has {num_classes}: 0..{num_classes - 1})")
 
 
 def _target_setting(target: Target | None) -> Any:
@@ -191,6 +211,11 @@ def adversarial_alignment(
     if isinstance(ceiling, (int, float)):
         ceiling = Ceiling(float(ceiling), "user")
     dev = resolve_device(device)
+    # Checked before the run is started in the store, so a bad option leaves nothing behind.
+    check_target(target, getattr(model, "num_classes", None))
+    mismatch = check_classes(model, dataset, labels_as_targets=False) if groups is None else None
+    if mismatch:
+        warnings.warn(mismatch, HarmoniaWarning, stacklevel=2)
     model = model.to(dev).eval()
     n_total = len(dataset) if limit is None else min(limit, len(dataset))
     fp = model.fingerprint() if hasattr(model, "fingerprint") else None

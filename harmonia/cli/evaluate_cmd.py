@@ -62,32 +62,37 @@ def evaluate_command(
 ) -> None:
     from harmonia.attribution import parse_explainer_spec
     from harmonia.data import HarmoniaDataset
-    from harmonia.evaluation import evaluate, resolve_ceiling
+    from harmonia.evaluation import check_classes, evaluate, resolve_ceiling
     from harmonia.metrics import MapScorer
     from harmonia.models import load
     from harmonia.store import ResultStore
-    from harmonia.utils.device import default_num_workers
+    from harmonia.utils.device import default_num_workers, resolve_device
 
     explainers = [parse_explainer_spec(e) for e in explainer]  # validate all before loading anything
+    dev = resolve_device(device)
     scorer = MapScorer(blur_sigma=blur, downsample=downsample)
     dataset = HarmoniaDataset(data, split=split, size=size)
     if len(dataset) == 0:
         raise ValueError(f"{data}: split {dataset.split!r} has no images")
+    # Models first: labels they do not have are an error before the ceiling is computed.
+    models = {name: load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed)
+              for name in model}
+    for m in models.values():
+        check_classes(m, dataset, labels_as_targets=targets == "label")
     result_store = ResultStore(store)
-    ceil = resolve_ceiling(dataset, ceiling, store=result_store)
+    ceil = resolve_ceiling(dataset, ceiling, store=result_store, scorer=scorer)
     if dataset.info.synthetic:
         console.print(f"[yellow]Note:[/] {data} is a SYNTHETIC dataset ({dataset.info.description or 'simulated data'}).")
 
     table = Table(title=f"Alignment on {dataset.info.name} / {dataset.split} ({len(dataset) if limit is None else min(limit, len(dataset))} images)")
     for col in ("model", "explainer", "spearman", "alignment", "dice", "iou", "accuracy", "NaN maps", "cached"):
         table.add_column(col, justify="left" if col in ("model", "explainer") else "right")
-    n_workers = default_num_workers(device) if workers is None else workers
-    for name in model:
-        m = load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed)
+    n_workers = default_num_workers(dev) if workers is None else workers
+    for name, m in models.items():
         for exp in explainers:
             with progress_callback(f"{name} / {exp.name}") as update:
                 res = evaluate(m, dataset, exp, scorer, store=result_store, ceiling=ceil, targets=targets,
-                               batch_size=batch_size, num_workers=n_workers, device=device, limit=limit,
+                               batch_size=batch_size, num_workers=n_workers, device=dev, limit=limit,
                                recompute=recompute, progress=update)
             a = res.aggregates
             table.add_row(

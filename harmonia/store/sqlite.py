@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harmonia.store.keys import canonical_json, file_digest
+
+# What each part of harmonia records (evaluate, attack, ceiling, train, neural).
+RUN_KINDS = ("evaluation", "adversarial", "ceiling", "training", "neural")
 from harmonia.utils.lock import PathLock
 
 DEFAULT_STORE = "harmonia-results.sqlite"
@@ -219,8 +222,21 @@ class ResultStore:
             c.execute("DELETE FROM rows WHERE run_key = ?", (key,))
             return c.execute("DELETE FROM runs WHERE key = ?", (key,)).rowcount > 0
 
+    def kinds(self) -> list[str]:
+        """The kinds of run harmonia writes, and any other kind this store holds."""
+        held = {k for (k,) in self._conn.execute("SELECT DISTINCT kind FROM runs")}
+        return list(RUN_KINDS) + sorted(held - set(RUN_KINDS))
+
     def runs(self, kind: str | None = None, status: str | None = None) -> list[Run]:
-        """All runs (newest first), optionally filtered by kind and status."""
+        """All runs (newest first), optionally filtered by kind and status.
+
+        An unknown ``kind`` (a typo) raises :class:`~harmonia.errors.UserError` listing the
+        kinds, rather than answering with nothing.
+        """
+        if kind and kind not in self.kinds():
+            from harmonia.errors import UserError
+
+            raise UserError(f"unknown run kind {kind!r}; kinds: {', '.join(self.kinds())}")
         q = (
             "SELECT key, kind, status, created, updated, meta, aggregates,"
             " (SELECT COUNT(*) FROM rows WHERE run_key = runs.key) FROM runs"
