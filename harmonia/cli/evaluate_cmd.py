@@ -48,7 +48,7 @@ def evaluate_command(
     size: Optional[int] = typer.Option(None, help="Resize images and maps to SIZE x SIZE before scoring.", show_default="native size"),
     blur: Optional[float] = typer.Option(None, help="Gaussian blur sigma (pixels) applied to both maps before scoring.", show_default="no blur"),
     downsample: Optional[int] = typer.Option(None, help="Average-pool both maps by this factor before scoring.", show_default="no pooling"),
-    ceiling: str = typer.Option("auto", help="Ceiling to normalise alignment: a number, 'auto' (computed from per-subject maps if present, else 0.65753 of the ClickMe release) or 'none'."),
+    ceiling: str = typer.Option("auto", help="Ceiling to normalise alignment: a positive number, 'auto' (computed from per-subject maps if present, prepared like the scored maps under --size/--blur/--downsample; else 0.65753 of the ClickMe release) or 'none'."),
     arch: Optional[str] = typer.Option(None, help="Architecture of a plain state-dict checkpoint, e.g. 'timm:resnet18'.", show_default="none"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow checkpoints holding pickled objects (runs code from the file: only for files you trust)."),
     random_init: bool = typer.Option(False, "--random-init", help="Do not load pretrained weights (timm/torchvision names)."),
@@ -95,10 +95,13 @@ def evaluate_command(
                                batch_size=batch_size, num_workers=n_workers, device=dev, limit=limit,
                                recompute=recompute, progress=update)
             a = res.aggregates
+            if res.resumed:
+                console.print(f"{name} / {exp!r}: resumed an interrupted run: {res.resumed} of {len(res.rows)} images "
+                              f"were already stored, {len(res.rows) - res.resumed} computed now", highlight=False)
             table.add_row(
                 name, repr(exp), _fmt(a["spearman"]["mean"]), _fmt(a.get("alignment"), pct=True),
                 _fmt(a["dice"]["mean"]), _fmt(a["iou"]["mean"]), _fmt(a.get("accuracy"), pct=True),
-                str(a["spearman"]["n_nan"]), "yes" if res.cached else "no",
+                str(a["spearman"]["n_nan"]), "yes" if res.cached else (f"resumed ({res.resumed} stored)" if res.resumed else "no"),
             )
     console.print(table)
     if ceil is not None:

@@ -49,6 +49,7 @@ class EvaluationResult:
     rows: list[dict[str, Any]]
     aggregates: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
+    resumed: int = 0  # images an interrupted run had already stored (0: computed from the start)
 
 
 def _explain_batch(explainer: Explainer, model: HarmoniaModel, images: torch.Tensor, targets: torch.Tensor | None):
@@ -119,14 +120,16 @@ def check_classes(model: Any, dataset: Any, labels_as_targets: bool = True) -> s
         seq = list(seq)
         return ", ".join(repr(str(s)) for s in seq[:2]) + (", ..." if len(seq) > 2 else "")
 
+    effect = ("accuracy (expect ~0%) and the maps of the label's class compare unrelated classes" if labels_as_targets
+              else "accuracy compares unrelated classes (expect ~0%)")
     if model_names:
         if len(names) <= len(model_names) and all(_class_key(a) == _class_key(b) for a, b in zip(names, model_names)):
             return None
         return (f"model {name}'s {len(model_names)} classes ({shown(model_names)}) are not the {len(names)} classes of "
-                f"{root} ({shown(names)}): accuracy and label-targeted maps compare unrelated classes")
+                f"{root} ({shown(names)}): {effect}")
     if n_model and n_model != len(names):
         return (f"model {name} has {n_model} outputs but {root} has {len(names)} classes ({shown(names)}): "
-                "its labels are probably not this model's classes")
+                f"its labels are probably not this model's classes; {effect}")
     return None
 
 
@@ -246,7 +249,7 @@ def evaluate(
         pin_memory=dev.type == "cuda",
         persistent_workers=False,
     )
-    finished = n_total - len(todo)
+    finished = resumed = n_total - len(todo)
     if progress:
         progress(finished, n_total)
     # Readers with uint8 output (ClickMe output="uint8") defer their preprocessing to whole
@@ -290,7 +293,7 @@ def evaluate(
     agg = aggregate_rows(rows, tuple(scorer.metrics), ceiling)
     if store is not None:
         store.finish_run(key, agg)
-    return EvaluationResult(key, False, rows, agg, meta)
+    return EvaluationResult(key, False, rows, agg, meta, resumed=resumed)
 
 
 def _map_size(dataset: Any) -> tuple[int, int]:
@@ -350,7 +353,7 @@ def resolve_ceiling(dataset: Any, value: str | float | None, store: ResultStore 
 
         computed = ceiling_for(dataset, store=store, prepare=prep)
         if computed is not None:
-            how = f", maps prepared as scored ({prep.describe()})" if prep else ""
+            how = f", maps prepared as scored: {prep.describe()}" if prep else ""
             return Ceiling(float(computed), f"computed split-half ceiling of this dataset's subjects{how}")
     caveat = f"; not recomputed for {prep.describe()}" if prep else ""
     info = getattr(dataset, "info", None)
