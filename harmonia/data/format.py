@@ -364,6 +364,10 @@ class DatasetWriter:
         self.split = split
         self.final_dir = self.root / split
         self.split_dir = partial_split_dir(self.root, split)  # where files go until close
+        if self.final_dir.is_dir() and any(self.final_dir.iterdir()) and not (self.final_dir / INDEX_FILE).is_file():
+            # Only a split harmonia wrote is ever replaced (this may be the folder the data comes from).
+            raise FileExistsError(f"{self.final_dir}: exists and is not a harmonia split; refusing to replace it "
+                                  "(choose another output folder or split name)")
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = PathLock(Path(f"{self.split_dir}.lock"), f"split {split!r} of dataset {self.root}").acquire()
         if self.split_dir.exists():
