@@ -73,3 +73,39 @@ def test_help_shows_the_real_defaults_and_no_printf_escapes():
     for path, _ in _commands():
         out = "\n".join(_option_rows(path))
         assert "%%" not in out, path
+
+
+# -- item 11: --random-init is seeded ---------------------------------------------------------------
+
+
+def test_load_with_a_seed_gives_the_same_weights_and_leaves_the_global_rng_alone():
+    import torch
+
+    from harmonia.models import load
+
+    state = torch.random.get_rng_state()
+    a, b = (load("small_cnn", pretrained=False, num_classes=3, seed=5) for _ in range(2))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert a.fingerprint() == b.fingerprint() and a.init_seed == 5
+    assert load("small_cnn", pretrained=False, num_classes=3, seed=6).fingerprint() != a.fingerprint()
+
+
+def test_random_init_twice_is_one_model_and_a_cache_hit(tiny_dataset, tmp_path):
+    from harmonia.store import ResultStore
+
+    store = tmp_path / "r.sqlite"
+    args = ("evaluate", "-m", "small_cnn", "--random-init", "--data", tiny_dataset, "--store", store,
+            "--workers", "0", "--limit", "4", "--device", "cpu")
+
+    def cached(*extra):
+        r = run(*args, *extra)
+        assert r.exit_code == 0, r.output
+        row = next(line for line in r.output.splitlines() if "small_cnn" in line and "Saliency" in line)
+        return row.rstrip(" │").split()[-1]
+
+    assert cached() == "no"
+    assert cached() == "yes"  # the same weights: the same fingerprint and store key
+    assert cached("--seed", "1") == "no"
+    runs = ResultStore(store).runs(kind="evaluation")
+    assert sorted(r.meta["init_seed"] for r in runs) == [0, 1]
+    assert len({r.meta["model_fingerprint"] for r in runs}) == 2

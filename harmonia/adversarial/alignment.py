@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
@@ -25,7 +26,8 @@ from harmonia import __version__
 from harmonia.adversarial.grouping import GroupedLogits, resolve_grouping
 from harmonia.adversarial.maps import perturbation_map
 from harmonia.attacks import FMN, FOOLED, MISCLASSIFIED, NOT_FOOLED, Attack, AttackResult
-from harmonia.evaluation import Ceiling
+from harmonia.errors import HarmoniaWarning, UserError
+from harmonia.evaluation import Ceiling, check_classes
 from harmonia.evaluation.evaluate import dataset_meta, model_meta
 from harmonia.measurements import Batch, Measurement, Result, dataset_ids, progress_events, run
 from harmonia.metrics import MapScorer, summarize
@@ -59,6 +61,24 @@ def resolve_targets(target: Target, ids: Sequence[str], clean_logits: torch.Tens
             raise ValueError(f"no target class for image {missing[0]!r} ({len(missing)} images without one)")
         return torch.tensor([int(target[i]) for i in ids], dtype=torch.long)
     return torch.full((len(ids),), int(target), dtype=torch.long)
+
+
+def check_target(target: Target | None, num_classes: int | None) -> None:
+    """Raise :class:`~harmonia.errors.UserError` for a target class the model does not have.
+
+    Example:
+        >>> check_target(99, 8)
+        Traceback (most recent call last):
+        ...
+        harmonia.errors.UserError: --target 99 is not a class of this model (it has 8: 0..7)
+    """
+    if target is None or isinstance(target, str) or not num_classes:
+        return
+    values = {int(target)} if not isinstance(target, Mapping) else {int(v) for v in target.values()}
+    bad = sorted(v for v in values if not 0 <= v < num_classes)
+    if bad:
+        where = f"--target {bad[0]}" if not isinstance(target, Mapping) else f"target class {bad[0]} (of {len(bad)} bad ones)"
+        raise UserError(f"{where} is not a class of this model (it has {num_classes}: 0..{num_classes - 1})")
 
 
 def _target_setting(target: Target | None) -> Any:
@@ -161,6 +181,13 @@ class AdversarialAlignment(Measurement):
         self.groups = resolve_grouping(grouping) if grouping is not None else None
         self.ceiling = Ceiling(float(ceiling), "user") if isinstance(ceiling, (int, float)) else ceiling
         self.device, self.on_batch = resolve_device(device), on_batch
+
+    def check(self, model: Any, data: Any) -> None:
+        # Before the run is started in the store, so a bad option leaves nothing behind.
+        check_target(self.target, getattr(model, "num_classes", None))
+        mismatch = check_classes(model, data, labels_as_targets=False) if self.groups is None else None
+        if mismatch:
+            warnings.warn(mismatch, HarmoniaWarning, stacklevel=4)  # at the caller of adversarial_alignment()
 
     def settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {"attack": self.attack.config(), "reducer": self.reducer, "limit": self.limit}

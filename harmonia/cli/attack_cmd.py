@@ -115,6 +115,7 @@ def attack_command(
     arch: Optional[str] = typer.Option(None, help="Architecture of a plain state-dict checkpoint.", show_default="none"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow checkpoints holding pickled objects (trusted files only)."),
     random_init: bool = typer.Option(False, "--random-init", help="Do not load pretrained weights."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random weights of --random-init: the same seed gives the same weights (and a cache hit in the store)."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", min=1),
     device: str = typer.Option("auto", help="'auto' (GPU if there is one), 'cpu', 'cuda', ..."),
     limit: Optional[int] = typer.Option(None, help="Attack only the first N images.", min=1, show_default="all images"),
@@ -125,12 +126,16 @@ def attack_command(
     import torch
 
     from harmonia.adversarial import adversarial_alignment, perturbation_map, save_attack_figure
+    from harmonia.adversarial.alignment import check_target
     from harmonia.attacks import MinimalNormAttack, create_attack
     from harmonia.data import HarmoniaDataset
     from harmonia.evaluation import resolve_ceiling
     from harmonia.models import load
     from harmonia.store import ResultStore
+    from harmonia.utils.device import resolve_device
+    from harmonia.utils.io import OutputFolder, unique_labels
 
+    dev = resolve_device(device)
     if target is not None and grouping is not None:
         raise ValueError("--target and --grouping exclude each other (a two-way decision has one other group)")
     atk = create_attack(_attack_for_norm(attack, norm))
@@ -145,6 +150,17 @@ def attack_command(
     if len(dataset) == 0:
         raise ValueError(f"{data}: split {dataset.split!r} has no images")
     tgt = _parse_target(target, dataset)
+    # Figures are named per model (two runs' final.pt must not share names) and checked before any work.
+    labels = dict(zip(dict.fromkeys(model), unique_labels(dict.fromkeys(model))))
+    if figures is not None:
+        ids = [r.id for r in dataset.records[: len(dataset) if limit is None else limit]]
+        OutputFolder(figures, inputs=[p for r in dataset.records for p in (r.image, r.map)], option="--figures").claim(
+            [f"{label}-{i}.png" for label in labels.values() for i in ids])
+    # Models first: a target they do not have is an error before the ceiling is computed.
+    models = {name: load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed)
+              for name in model}
+    for m in models.values():
+        check_target(tgt, m.num_classes)
     result_store = ResultStore(store)
     ceil = resolve_ceiling(dataset, ceiling, store=result_store)
     if dataset.info.synthetic:
@@ -158,8 +174,7 @@ def attack_command(
             "median L2", "median Linf", "spearman", "alignment", "fwd / img", "bwd / img", "cached")
     for col in cols:
         table.add_column(col, justify="left" if col == "model" else "right")
-    for name in model:
-        m = load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle)
+    for name, m in models.items():
         on_batch = None
         if figures is not None:
             figures.mkdir(parents=True, exist_ok=True)
@@ -169,14 +184,14 @@ def attack_command(
                     if row["status"] != "fooled":
                         continue
                     pmap = perturbation_map((res.adv[j:j + 1] - batch["image"][j:j + 1].to(res.adv.device)), reducer)[0]
-                    stem = f"{Path(_name).name.replace(':', '_')}-{row['image_id']}"
+                    stem = f"{labels[_name]}-{row['image_id']}"
                     save_attack_figure(figures / f"{stem}.png", batch["image"][j], batch["map"][j], pmap,
                                        res.adv[j], title=f"{_name} / {row['image_id']}",
                                        lines=[f"L2 {row['l2']:.4f}  Linf {row['linf']:.4f}  spearman {row['spearman']:.3f}"])
 
         with progress_callback(f"{name} / {atk.name}") as update:
             res = adversarial_alignment(m, dataset, atk, reducer=reducer, store=result_store, ceiling=ceil,
-                                        batch_size=batch_size, device=device, limit=limit,
+                                        batch_size=batch_size, device=dev, limit=limit,
                                         recompute=recompute, progress=update, on_batch=on_batch,
                                         target=tgt, grouping=grouping)
         a = res.aggregates

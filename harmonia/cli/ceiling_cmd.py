@@ -57,6 +57,7 @@ def ceiling_command(
     from harmonia.store import ResultStore
     from harmonia.utils.device import resolve_device
 
+    dev = resolve_device(device)
     ds = HarmoniaDataset(data, split=split)
     if len(ds) == 0:
         raise ValueError(f"{data}: split {ds.split!r} has no images")
@@ -68,7 +69,7 @@ def ceiling_command(
     result_store = ResultStore(store)
     with progress_callback("ceiling") as update:
         run = run_ceiling(ds, result_store, metric=metric, repeats=repeats, blur=blur, blur_size=blur_size, sigma=sigma,
-                          crop=crop, seed=seed, chunk_size=chunk_size, device=resolve_device(device),
+                          crop=crop, seed=seed, chunk_size=chunk_size, device=dev,
                           recompute=recompute, progress=update)
     res = run.result
     s = res.settings

@@ -65,7 +65,9 @@ def clicks_command(
     device: str = typer.Option("cpu", help="Where to blur: 'cpu', 'cuda', ..."),
 ) -> None:
     from harmonia.humans.clicks import ClickFilter, clicks_to_dataset, load_click_table
+    from harmonia.utils.device import resolve_device
 
+    resolve_device(device)  # before the (possibly large) table is read
     if min_catch.strip().lower() in ("none", "off", ""):
         catch = None
     else:

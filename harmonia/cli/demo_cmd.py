@@ -121,7 +121,7 @@ def _explain_photos(out: Path, model_name: str, device: str) -> tuple[list[list[
 
     crop = getattr(m.preprocessing, "crop_pct", 1.0)
     images = torch.stack([load_photo(p, m.input_size, crop) for p in photos])
-    maps = [np.load(out / "explain" / f"{p.stem}.npy") for p in photos]
+    maps = [np.load(out / "explain" / r["map"]) for r in records]
     titles = [f"{r['image']}: {r['top1']}" for r in records]
     return rows, photos_figure(images, maps, titles)
 

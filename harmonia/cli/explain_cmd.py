@@ -19,12 +19,33 @@ EXPLAIN_HELP = """Explain a model's decisions on your own photos.
 For each image in --images (a folder or one file): resize and centre-crop to the model's
 input size, compute the feature-importance map of the top-1 class (or --target), and
 write to --out: ID.npy (the map, float32 H x W), ID.png (image | map | overlay with the
-top-5 predictions) and predictions.csv.
+top-5 predictions) and predictions.csv (one row per image, with the names of its two files).
+
+ID is the image's file name without its extension; when two images share a name
+(coffee.png, coffee.jpg) the extension is kept: coffee_png, coffee_jpg. Nothing is ever
+written over an input or over a file harmonia did not write (the folder's
+.harmonia-outputs lists what it wrote, so a re-run replaces its own files): such an --out
+is refused before any work starts.
 
 Example:
 
   harmonia explain --model efficientnet_lite0 --images my_photos/ --out maps/
 """
+
+
+def explain_outputs(paths: list[Path], out: Path) -> list[str]:
+    """Check and claim every file explaining ``paths`` writes into ``out``; returns each image's ID.
+
+    Raises (before any work) if an output would replace an input or a file harmonia did not write.
+    """
+    from harmonia.utils.io import OutputFolder, unique_stems
+
+    stems = unique_stems(paths)
+    OutputFolder(out, inputs=paths).claim([*(f"{s}{ext}" for s in stems for ext in (".npy", ".png")), PREDICTIONS])
+    return stems
+
+
+PREDICTIONS = "predictions.csv"
 
 
 def explain_images(model, explainer, paths: list[Path], out: Path, target: int | None, topk: int,
@@ -36,26 +57,28 @@ def explain_images(model, explainer, paths: list[Path], out: Path, target: int |
     from harmonia.utils.io import atomic_save_npy
     from harmonia.viz import save_overlay
 
+    stems = explain_outputs(paths, out)
     out.mkdir(parents=True, exist_ok=True)
     crop = getattr(model.preprocessing, "crop_pct", 1.0)
     names = model.class_names
     records = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
+        chunk_stems = stems[start : start + batch_size]
         images = torch.stack([load_photo(p, model.input_size, crop) for p in chunk]).to(model.device)
         with torch.no_grad():
             probs = model(images).softmax(1)
         top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
         targets = torch.full_like(top_i[:, 0], target) if target is not None else top_i[:, 0]
         maps = explainer(model, images, targets)
-        for j, p in enumerate(chunk):
+        for j, (p, stem) in enumerate(zip(chunk, chunk_stems)):
             labels = [names[i] if names else str(int(i)) for i in top_i[j]]
             lines = [f"{100 * float(pp):5.1f}%  {lab}" for pp, lab in zip(top_p[j], labels)]
             tname = names[int(targets[j])] if names else str(int(targets[j]))
-            atomic_save_npy(out / f"{p.stem}.npy", maps[j].cpu().numpy())
-            save_overlay(out / f"{p.stem}.png", images[j], maps[j], title=f"{p.name}: map of '{tname}' ({explainer!r})", lines=lines)
-            records.append({"image": p.name, "top1": labels[0], "top1_prob": float(top_p[j, 0]),
-                            "explained_class": tname, "top5": "; ".join(labels)})
+            atomic_save_npy(out / f"{stem}.npy", maps[j].cpu().numpy())
+            save_overlay(out / f"{stem}.png", images[j], maps[j], title=f"{p.name}: map of '{tname}' ({explainer!r})", lines=lines)
+            records.append({"image": p.name, "map": f"{stem}.npy", "figure": f"{stem}.png", "top1": labels[0],
+                            "top1_prob": float(top_p[j, 0]), "explained_class": tname, "top5": "; ".join(labels)})
         if progress:
             progress(min(start + batch_size, len(paths)), len(paths))
     return records
@@ -75,6 +98,7 @@ def explain_command(
     arch: Optional[str] = typer.Option(None, help="Architecture of a plain state-dict checkpoint, e.g. 'timm:resnet18'.", show_default="none"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow checkpoints holding pickled objects (runs code from the file: only for files you trust)."),
     random_init: bool = typer.Option(False, "--random-init", help="Do not load pretrained weights."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random weights of --random-init: the same seed gives the same weights (and a cache hit in the store)."),
 ) -> None:
     from harmonia.attribution import parse_explainer_spec
     from harmonia.data.images import list_images
@@ -83,8 +107,10 @@ def explain_command(
     from harmonia.utils.io import atomic_write_text
 
     exp = parse_explainer_spec(explainer)
+    dev = resolve_device(device)
     paths = list_images(images)
-    m = load(model, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle).to(resolve_device(device)).eval()
+    explain_outputs(paths, out)  # refuse a bad --out before loading anything
+    m = load(model, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed).to(dev).eval()
     if target is not None and m.num_classes is not None and not 0 <= target < m.num_classes:
         raise ValueError(f"--target {target} outside 0..{m.num_classes - 1}")
     with progress_callback(f"explaining {len(paths)} images") as update:
@@ -93,7 +119,7 @@ def explain_command(
     w = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(records)
-    atomic_write_text(out / "predictions.csv", buf.getvalue())
+    atomic_write_text(out / PREDICTIONS, buf.getvalue())
     table = Table(title=f"{model} on {images}")
     for col in ("image", "top-1", "p"):
         table.add_column(col)

@@ -67,13 +67,13 @@ def _read_folder(folder: Path, size: tuple[int, int]):
     return read_images(files, size=tuple(size))
 
 
-def _load_model(name: str, random_init: bool):
+def _load_model(name: str, random_init: bool, seed: int = 0):
     from harmonia.models import load
     from harmonia.neural.simulate import ground_truth_model
 
     if name.startswith("simulated:"):  # the SYNTHETIC ground-truth networks of harmonia.neural.simulate
         return ground_truth_model(int(name.split(":", 1)[1]))
-    return load(name, pretrained=not random_init)
+    return load(name, pretrained=not random_init, seed=seed)
 
 
 def _make_sim(out: Path) -> None:
@@ -112,6 +112,7 @@ def neural_command(
     ceiling: Optional[float] = typer.Option(None, help="Override the ceiling.", show_default="computed from the recording"),
     plot: Path = typer.Option(Path("neural-profile.png"), help="Where to write the layer-profile PNG."),
     random_init: bool = typer.Option(False, "--random-init", help="Random weights for timm/torchvision names."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random weights of --random-init: the same seed gives the same weights (and a cache hit in the store)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
     device: str = typer.Option("cpu", help="Where the model runs: 'cpu', 'auto' (GPU if any), 'cuda', ... (read-outs run on the CPU in float64)."),
     store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
@@ -128,6 +129,11 @@ def neural_command(
         return
     if data is None or not model:
         raise ValueError("need --model and --data (or --make-sim DIR)")
+    from harmonia.store.sqlite import default_store_path
+    from harmonia.utils.io import claim_output_file
+
+    claim_output_file(plot, inputs=[data, store or default_store_path()], option="--plot")  # before any work
+    dev = resolve_device(device)
     if regression not in ("pls", "ridge"):
         raise ValueError(f"unknown regression {regression!r}: use 'pls' or 'ridge'")
     win = None
@@ -169,7 +175,7 @@ def neural_command(
     result_store = ResultStore(store)
     results = {}
     for name in model:
-        m = _load_model(name, random_init).to(resolve_device(device))
+        m = _load_model(name, random_init, seed).to(dev)
         with progress_callback(f"{name} features") as update:
             res, cached = run_neural(m, rec, store=result_store, recompute=recompute, progress=update, **opts)
         results[name] = res

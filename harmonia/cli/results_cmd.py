@@ -99,9 +99,11 @@ def export(
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Export runs (one line each, aggregates flattened) or per-image rows to CSV."""
-    from harmonia.utils.io import atomic_write_text
+    from harmonia.utils.io import atomic_write_text, claim_output_file
 
     s = _open(store)
+    if str(out) != "-":  # never over the store itself or a file harmonia did not write
+        claim_output_file(out, inputs=[s.path], option="OUT")
     if rows:
         text = s.export_rows_csv([_one(s, k).key for k in rows])
     else:

@@ -11,6 +11,7 @@ had not finished.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, Subset
 
 from harmonia import __version__
 from harmonia.attribution import Explainer, Saliency
+from harmonia.errors import HarmoniaWarning, UserError
 from harmonia.measurements import Batch, Measurement, Result, dataset_ids, progress_events, run
 from harmonia.metrics import CLICKME_CEILING, HUMAN_STATS_CACHE, MapScorer, MapStatsCache, summarize
 from harmonia.store import ResultStore, cache_key, dataset_fingerprint, model_key
@@ -35,6 +37,12 @@ class Ceiling:
 
     value: float
     source: str  # "computed (split-half, ...)", "dataset metadata", "ClickMe release constant", "user"
+
+    def __post_init__(self) -> None:
+        # Alignment is a score divided by the ceiling: 0 divides by zero, a negative one flips the sign.
+        if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0):
+            what = "--ceiling" if self.source == "user" else f"the ceiling ({self.source})"
+            raise UserError(f"{what} must be a positive number, got {self.value!r}; use 'none' for raw scores")
 
 
 def _explain_batch(explainer: Explainer, model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor | None,
@@ -69,7 +77,7 @@ def model_meta(model: torch.nn.Module, fingerprint: str) -> dict[str, Any]:
     """What run metadata says about a model (a HarmoniaModel or a plain module)."""
     size = getattr(model, "input_size", None)
     return {"model": getattr(model, "name", type(model).__name__), "model_fingerprint": fingerprint,
-            **({"input_size": list(size)} if size is not None else {})}
+            "init_seed": getattr(model, "init_seed", None), **({"input_size": list(size)} if size is not None else {})}
 
 
 def dataset_meta(dataset: Any) -> dict[str, Any]:
@@ -77,6 +85,7 @@ def dataset_meta(dataset: Any) -> dict[str, Any]:
     return {
         "dataset": str(getattr(dataset, "root", type(dataset).__name__)),
         "split": getattr(dataset, "split", None),
+        "size": getattr(dataset, "size", None),  # the resize of images and maps (None: native)
         "synthetic": bool(getattr(getattr(dataset, "info", None), "synthetic", False)),
     }
 
@@ -104,6 +113,14 @@ class Alignment(Measurement):
         self.targets, self.limit = targets, limit
         self.device, self.num_workers = resolve_device(device), num_workers
         self.human_cache = HUMAN_STATS_CACHE if human_cache is True else (None if human_cache is False else human_cache)
+
+    def check(self, model: Any, data: Any) -> None:
+        # Before the run is started in the store, so a bad option leaves nothing behind.
+        mismatch = check_classes(model, data, labels_as_targets=self.targets == "label")
+        if mismatch:
+            warnings.warn(mismatch, HarmoniaWarning, stacklevel=4)  # at the caller of evaluate()
+        if (len(data) if self.limit is None else min(self.limit, len(data))):
+            self.scorer.check_map_size(*_map_size(data))
 
     def settings(self) -> dict[str, Any]:
         return {"explainer": self.explainer.key_config(), "scorer": self.scorer.config(),
@@ -183,6 +200,63 @@ class Alignment(Measurement):
         return out
 
 
+def _class_key(name: Any) -> str:
+    # "great_white_shark", "Great white shark, white shark" -> "great white shark"
+    return " ".join(str(name).split(",")[0].replace("_", " ").replace("-", " ").lower().split())
+
+
+def check_classes(model: Any, dataset: Any, labels_as_targets: bool = True) -> str | None:
+    """Whether ``model``'s classes are the dataset's labels: None if they are (or nothing tells).
+
+    Labels beyond the model's outputs raise :class:`~harmonia.errors.UserError` when they
+    are used as class indices (``labels_as_targets``: the map of class 7 of a 3-class model
+    does not exist). Otherwise a mismatch of class names (or of class counts, when the model
+    has no names) returns the reason, which :func:`evaluate` issues as a
+    :class:`~harmonia.errors.HarmoniaWarning`: the run still works, but its accuracy compares
+    unrelated classes (e.g. an ImageNet model on the 8-class simulated data scores ~0%).
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> ds = NS(info=NS(classes=["square", "disk"]), labels=[0, 1])
+        >>> check_classes(NS(name="m", class_names=["square", "disk"], num_classes=2), ds) is None
+        True
+        >>> check_classes(NS(name="m", class_names=["tench", "goldfish", "shark"], num_classes=3), ds)[:40]
+        "model m's 3 classes ('tench', 'goldfish'"
+    """
+    n_model = getattr(model, "num_classes", None)
+    model_names = getattr(model, "class_names", None)
+    names = getattr(getattr(dataset, "info", None), "classes", None)
+    labels = getattr(dataset, "labels", None)
+    name = getattr(model, "name", type(model).__name__)
+    root = getattr(dataset, "root", "the dataset")
+    if n_model and labels:
+        top = max(labels)
+        if top >= n_model:
+            message = (f"{root}: label {top} is beyond model {name}'s {n_model} classes (0..{n_model - 1}): "
+                       "the dataset's labels are not this model's classes")
+            if labels_as_targets:
+                raise UserError(message + "; use a model trained on these classes, or --targets predicted")
+            return message
+    if not names:
+        return None
+
+    def shown(seq: Any) -> str:
+        seq = list(seq)
+        return ", ".join(repr(str(s)) for s in seq[:2]) + (", ..." if len(seq) > 2 else "")
+
+    effect = ("accuracy (expect ~0%) and the maps of the label's class compare unrelated classes" if labels_as_targets
+              else "accuracy compares unrelated classes (expect ~0%)")
+    if model_names:
+        if len(names) <= len(model_names) and all(_class_key(a) == _class_key(b) for a, b in zip(names, model_names)):
+            return None
+        return (f"model {name}'s {len(model_names)} classes ({shown(model_names)}) are not the {len(names)} classes of "
+                f"{root} ({shown(names)}): {effect}")
+    if n_model and n_model != len(names):
+        return (f"model {name} has {n_model} outputs but {root} has {len(names)} classes ({shown(names)}): "
+                f"its labels are probably not this model's classes; {effect}")
+    return None
+
+
 def evaluate(
     model: torch.nn.Module,
     dataset: torch.utils.data.Dataset,
@@ -234,25 +308,62 @@ def evaluate(
                batch_size=batch_size)
 
 
-def resolve_ceiling(dataset: Any, value: str | float | None, store: ResultStore | None = None) -> Ceiling | None:
+def _map_size(dataset: Any) -> tuple[int, int]:
+    """Height and width of the dataset's human maps as items deliver them."""
+    size = getattr(dataset, "size", None)
+    if size is not None:
+        return int(size[0]), int(size[1])
+    h, w = dataset[0]["map"].shape[-2:]
+    return int(h), int(w)
+
+
+def parse_ceiling_option(value: str | float | None) -> Ceiling | str | None:
+    """A ceiling option checked without data: None for "none", "auto", or a user :class:`Ceiling`.
+
+    Example:
+        >>> parse_ceiling_option("0.5"), parse_ceiling_option("auto"), parse_ceiling_option("none")
+        (Ceiling(value=0.5, source='user'), 'auto', None)
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"--ceiling must be a number, 'auto' or 'none', got {value!r}") from None
+    return Ceiling(number, "user")
+
+
+def resolve_ceiling(dataset: Any, value: str | float | None, store: ResultStore | None = None,
+                    scorer: MapScorer | None = None) -> Ceiling | None:
     """The ceiling to normalise by: a number, or "auto" (computed from per-subject maps when
     the dataset has them, else one recorded in the dataset metadata, else the ClickMe
-    release constant 0.65753), or "none"."""
-    if value is None or value == "none":
-        return None
-    if value != "auto":
-        try:
-            return Ceiling(float(value), "user")
-        except ValueError:
-            raise ValueError(f"--ceiling must be a number, 'auto' or 'none', got {value!r}") from None
+    release constant 0.65753), or "none".
+
+    A computed ceiling sees the maps as they are scored: both halves are resized to the
+    dataset's ``size`` and go through the ``scorer``'s blur and down-sampling, so alignment
+    under ``--blur``/``--downsample``/``--size`` divides by a ceiling of equally prepared
+    maps. A recorded or constant ceiling cannot be recomputed; its source then says so.
+    """
+    parsed = parse_ceiling_option(value)
+    if parsed != "auto":
+        return parsed  # type: ignore[return-value]
+    if scorer is not None and len(dataset):
+        scorer.check_map_size(*_map_size(dataset))  # before a ceiling of unusable maps is computed
+    from harmonia.humans.ceiling import MapPreparation
+
+    prep = MapPreparation.of(dataset, scorer)
     if getattr(dataset, "has_subjects", False):
         from harmonia.humans.ceiling import ceiling_for
 
-        computed = ceiling_for(dataset, store=store)
+        computed = ceiling_for(dataset, store=store, prepare=prep)
         if computed is not None:
-            return Ceiling(float(computed), "computed split-half ceiling of this dataset's subjects")
+            how = f", maps prepared as scored: {prep.describe()}" if prep else ""
+            return Ceiling(float(computed), f"computed split-half ceiling of this dataset's subjects{how}")
+    caveat = f"; not recomputed for {prep.describe()}" if prep else ""
     info = getattr(dataset, "info", None)
     recorded = getattr(info, "extra", {}).get("ceiling") if info is not None else None
     if recorded is not None:
-        return Ceiling(float(recorded), "dataset metadata")
-    return Ceiling(CLICKME_CEILING, "ClickMe release constant")
+        return Ceiling(float(recorded), f"dataset metadata{caveat}")
+    return Ceiling(CLICKME_CEILING, f"ClickMe release constant{caveat}")

@@ -58,6 +58,60 @@ _ALIASES = {"dice_top": "dice", "iou_top": "iou"}
 Metric = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class MapPreparation:
+    """What evaluation does to a human map before scoring it, applied to both halves.
+
+    Resize to ``size`` (as :class:`~harmonia.data.HarmoniaDataset` resizes its maps), then
+    the scorer's Gaussian blur of ``blur_sigma`` px and average-pooling by ``downsample``
+    (:func:`harmonia.metrics.prepare_maps`). Blurring and pooling make maps smoother and
+    easier to agree on, for halves of human maps as for model maps, so alignment under
+    these settings is only comparable to a ceiling computed with them.
+
+    Example:
+        >>> prep = MapPreparation(size=(32, 32), blur_sigma=2.0, downsample=4)
+        >>> tuple(prep(torch.rand(3, 64, 64)).shape), prep.describe()
+        ((3, 8, 8), '--size 32, --blur 2.0, --downsample 4')
+    """
+
+    size: tuple[int, int] | None = None
+    blur_sigma: float | None = None
+    downsample: int | None = None
+
+    @classmethod
+    def of(cls, dataset: Any, scorer: Any = None) -> "MapPreparation | None":
+        """The preparation of ``dataset``'s maps by ``scorer`` (a MapScorer); None if it changes nothing."""
+        size = getattr(dataset, "size", None)
+        if size is not None and getattr(dataset, "records", None):
+            from harmonia.data.format import load_map
+
+            if tuple(load_map(dataset.records[0].map).shape) == tuple(size):
+                size = None  # the native size: resizing is a no-op
+        prep = cls(tuple(size) if size is not None else None, getattr(scorer, "blur_sigma", None),
+                   getattr(scorer, "downsample", None))
+        return None if prep == cls() else prep
+
+    def __call__(self, maps: torch.Tensor) -> torch.Tensor:
+        from harmonia.data.format import _resize
+        from harmonia.metrics import prepare_maps
+
+        if self.size is not None:
+            maps = _resize(maps, self.size)
+        return prepare_maps(maps, self.blur_sigma, self.downsample)
+
+    def config(self) -> dict[str, Any]:
+        return {"size": list(self.size) if self.size else None, "blur_sigma": self.blur_sigma,
+                "downsample": self.downsample}
+
+    def describe(self) -> str:
+        """The settings in the CLI's spelling, e.g. ``--blur 2.0``."""
+        parts = [f"--size {self.size[0]}" if self.size and self.size[0] == self.size[1] else
+                 (f"--size {self.size[0]}x{self.size[1]}" if self.size else ""),
+                 f"--blur {self.blur_sigma}" if self.blur_sigma is not None else "",
+                 f"--downsample {self.downsample}" if self.downsample is not None else ""]
+        return ", ".join(p for p in parts if p)
+
+
 @dataclass
 class CeilingResult:
     """Per-image ceilings and floors, and their dataset summaries."""
@@ -154,6 +208,7 @@ def _chunk_scores(
     sigma: float | None,
     crop,
     floor: bool,
+    prepare: MapPreparation | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ceiling and floor (c,) of a chunk of images, each (S_i, H_i, W_i); floor NaN if c < 2."""
     c = len(subjects)
@@ -161,6 +216,8 @@ def _chunk_scores(
     for s in subjects:
         # Half means as one matrix product: weights (2K, n) @ maps (n, H*W).
         h1, h2 = _blurred_halves(s, *_half_weights(s.shape[0], repeats, rng), blur, blur_size, sigma, crop)
+        if prepare is not None:
+            h1, h2 = prepare(h1), prepare(h2)
         a.append(h1)
         b.append(h2)
     ceil = _score(a, b, metric_fn, repeats)
@@ -331,11 +388,13 @@ def iter_ceiling_rows(
     chunk_size: int = DEFAULT_CHUNK,
     device: str | torch.device | None = None,
     skip: set[str] | None = None,
+    prepare: MapPreparation | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Rows ``{image_id, ceiling, floor, n_subjects}`` chunk by chunk (for stores and progress).
 
     A chunk whose images are all in ``skip`` is not computed; results are identical
     whatever is skipped (each chunk has its own seeded generator), so runs can resume.
+    ``prepare``: resize, blur and pool both blurred halves as evaluation prepares maps.
 
     Example:
         >>> data = {f"im{i}": np.random.default_rng(i).random((4, 8, 8)) for i in range(4)}
@@ -353,11 +412,11 @@ def iter_ceiling_rows(
     for c, idx in enumerate(_chunks(src.ids, seed, chunk_size)):
         if all(src.ids[i] in skip for i in idx):
             continue
-        yield _chunk_rows(src, c, idx, fn, repeats, (method, size, sig), crop, seed, device)
+        yield _chunk_rows(src, c, idx, fn, repeats, (method, size, sig), crop, seed, device, prepare)
 
 
 def _chunk_rows(src: "_Source", c: int, idx: Sequence[int], fn: Callable, repeats: int, blur: tuple,
-                crop: Any, seed: int, device: Any) -> list[dict[str, Any]]:
+                crop: Any, seed: int, device: Any, prepare: MapPreparation | None = None) -> list[dict[str, Any]]:
     """The rows of chunk ``c`` (images ``idx``): its own seeded generator, so any chunk can be
     computed alone (resuming) with the same numbers."""
     subs = [src.load(int(i)) for i in idx]
@@ -367,7 +426,7 @@ def _chunk_rows(src: "_Source", c: int, idx: Sequence[int], fn: Callable, repeat
         if s.shape[0] < 2:
             raise ValueError(f"{src.ids[i]}: a split-half ceiling needs >= 2 subject maps, got {s.shape[0]}")
     rng = np.random.default_rng([seed, c])
-    ceil, flo = _chunk_scores(subs, rng, repeats, fn, *blur, crop, floor=True)
+    ceil, flo = _chunk_scores(subs, rng, repeats, fn, *blur, crop, floor=True, prepare=prepare)
     return [
         {"image_id": src.ids[i], "ceiling": float(ceil[j]), "floor": float(flo[j]), "n_subjects": int(subs[j].shape[0])}
         for j, i in enumerate(idx)
@@ -397,6 +456,7 @@ def dataset_ceiling(
     chunk_size: int = DEFAULT_CHUNK,
     device: str | torch.device | None = None,
     progress: Callable[[int, int], None] | None = None,
+    prepare: MapPreparation | None = None,
 ) -> CeilingResult:
     """Split-half ceiling and cross-image floor of every image, and their dataset means.
 
@@ -404,7 +464,8 @@ def dataset_ceiling(
     id -> (S, H, W) maps, or a sequence of (id, maps) pairs / {"id", "subjects"} dicts.
     ``blur=None`` takes the blur recorded in the dataset metadata (``extra.subjects_blur``,
     written by ``harmonia data clicks``), else a disk sized by the maps' short side (21 at
-    256 px). Maps are used at their stored size.
+    256 px). Maps are used at their stored size, unless ``prepare`` (a
+    :class:`MapPreparation`) resizes, blurs or pools the halves as evaluation does.
 
     Example:
         >>> g = np.random.default_rng(0)
@@ -417,23 +478,28 @@ def dataset_ceiling(
     rows: list[dict[str, Any]] = []
     if progress:
         progress(0, len(src.ids))
-    for chunk in iter_ceiling_rows(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, device):
+    for chunk in iter_ceiling_rows(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, device,
+                                   prepare=prepare):
         rows.extend(chunk)
         if progress:
             progress(len(rows), len(src.ids))
-    settings = ceiling_settings(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size)
+    settings = ceiling_settings(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, prepare)
     return result_from_rows(rows, settings)
 
 
 def ceiling_settings(data: Any, metric: Metric, repeats: int, blur: str | None, blur_size: int | None,
-                     sigma: float | None, crop, seed: int, chunk_size: int) -> dict[str, Any]:
+                     sigma: float | None, crop, seed: int, chunk_size: int,
+                     prepare: MapPreparation | None = None) -> dict[str, Any]:
     """The settings that determine a ceiling's numbers (blur resolved from metadata)."""
     method, size, sig = _resolve_blur(getattr(data, "info", None), blur, blur_size, sigma)
-    return {
+    settings = {
         "metric": resolve_metric(metric)[0], "repeats": int(repeats), "blur": method, "blur_size": size, "sigma": sig,
         "crop": list(crop) if isinstance(crop, tuple) else crop, "seed": int(seed), "chunk_size": int(chunk_size),
         "bootstrap": "ceil(n/2) per half",
     }
+    if prepare is not None:  # only when set: the keys of plain ceilings stay as they were
+        settings["prepare"] = prepare.config()
+    return settings
 
 
 # --------------------------------------------------------------------------------------
@@ -488,15 +554,18 @@ class HumanCeiling(Measurement):
 
     def __init__(self, metric: Metric = "spearman", repeats: int = DEFAULT_REPEATS, blur: str | None = None,
                  blur_size: int | None = None, sigma: float | None = None, crop: int | tuple[int, int] | None = None,
-                 seed: int = 0, chunk_size: int = DEFAULT_CHUNK, device: str | torch.device | None = None) -> None:
+                 seed: int = 0, chunk_size: int = DEFAULT_CHUNK, device: str | torch.device | None = None,
+                 map_prep: MapPreparation | None = None) -> None:
         resolve_metric(metric)  # validate before any work
+        self.map_prep = map_prep  # resize / blur / pool both halves as evaluation prepares maps
         self.metric, self.repeats, self.blur, self.blur_size, self.sigma = metric, repeats, blur, blur_size, sigma
         self.crop, self.seed, self.chunk_size, self.device = crop, seed, chunk_size, device
         self._src: _Source | None = None
         self._src_of: Any = None
 
     def _options(self) -> tuple:
-        return (self.metric, self.repeats, self.blur, self.blur_size, self.sigma, self.crop, self.seed, self.chunk_size)
+        return (self.metric, self.repeats, self.blur, self.blur_size, self.sigma, self.crop, self.seed, self.chunk_size,
+                self.map_prep)
 
     def source(self, data: Any) -> "_Source":
         if self._src is None or self._src_of is not data:
@@ -515,7 +584,8 @@ class HumanCeiling(Measurement):
         return {"metric": resolve_metric(self.metric)[0], "repeats": int(self.repeats), "blur": self.blur,
                 "blur_size": self.blur_size, "sigma": self.sigma,
                 "crop": list(self.crop) if isinstance(self.crop, tuple) else self.crop, "seed": int(self.seed),
-                "chunk_size": int(self.chunk_size)}
+                "chunk_size": int(self.chunk_size),
+                **({"prepare": self.map_prep.config()} if self.map_prep is not None else {})}
 
     def data_key(self, data: Any, store: Any) -> Any:
         from harmonia.store import array_digest, dataset_fingerprint
@@ -549,7 +619,7 @@ class HumanCeiling(Measurement):
     def compute(self, src: "_Source", batch: Batch) -> list[dict[str, Any]]:
         method, size, sig = _resolve_blur(src.info, self.blur, self.blur_size, self.sigma)
         return _chunk_rows(src, batch.data, batch.index, resolve_metric(self.metric)[1], self.repeats,
-                           (method, size, sig), self.crop, self.seed, self.device)
+                           (method, size, sig), self.crop, self.seed, self.device, self.map_prep)
 
     def result(self, rows: list[dict[str, Any]], data: Any) -> CeilingResult:
         return result_from_rows(rows, ceiling_settings(self.source(data), *self._options()))
@@ -579,6 +649,7 @@ def run_ceiling(
     device: str | torch.device | None = None,
     recompute: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    prepare: MapPreparation | None = None,
 ) -> CeilingRun:
     """:func:`dataset_ceiling` of a :class:`HarmoniaDataset`, cached and resumable in a results store
     (:class:`HumanCeiling` through :func:`harmonia.measurements.run`).
@@ -592,7 +663,7 @@ def run_ceiling(
     """
     from harmonia.measurements import progress_events, run
 
-    m = HumanCeiling(metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, device)
+    m = HumanCeiling(metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, device, map_prep=prepare)
     res = run(m, None, dataset, store=store, recompute=recompute, on_event=progress_events(progress))
     return CeilingRun(res.key, res.cached, m.result(res.rows, dataset))
 

@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from harmonia.data.format import INDEX_FILE, META_FILE, DatasetWriter, read_info
+from harmonia.data.format import INDEX_FILE, META_FILE, DatasetWriter, is_partial_entry, partial_split_dir, read_info
 from harmonia.humans.blur import blur_maps, native_blur_size
 from harmonia.humans.clicks import subject_click_maps
 from harmonia.humans.simulate_participants import ParticipantModel, simulate_clicks
@@ -60,6 +60,7 @@ from harmonia.humans.simulate_render import (
     MAX_CLASSES, PART_RADIUS, PART_SHAPES, Sample, check_part_radius, render_sample,
 )  # fmt: skip
 from harmonia.utils.io import atomic_write_text
+from harmonia.utils.lock import LOCK_FILE, folder_lock
 
 SPLITS = ("train", "test", "test_shortcut_broken", "test_no_cue")
 NO_CUE = -1  # shortcut_class of test_no_cue images: the square codes no class
@@ -162,20 +163,64 @@ def plan_split(
     return labels, np.where(agree, labels, other)
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _prepare_out(out: Path, cfg: SimulationConfig, overwrite: bool) -> list[str]:
+    """Make ``out`` ready; returns the splits a half-written run with the same settings already wrote.
+
+    An interrupted run leaves complete splits (listed in harmonia.json, with its settings) and
+    at most one ``.SPLIT.partial`` folder: the same command resumes it, ``--overwrite`` replaces it.
+    """
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out}: not empty; choose another folder or pass overwrite=True (--overwrite)")
-        if not (out / META_FILE).is_file():
-            # Only ever delete something we recognise as a data set.
+    entries = [p for p in out.iterdir() if not is_partial_entry(p) and p.name != LOCK_FILE] if out.is_dir() else []
+    if not entries:
+        out.mkdir(parents=True, exist_ok=True)
+        return []
+    done: list[str] = []
+    same = False
+    if (out / META_FILE).is_file():
+        info = read_info(out)
+        done = [s for s in SPLITS if s in info.splits]
+        try:
+            same = SimulationConfig.from_json(info.extra.get("simulation") or {}) == cfg
+        except (TypeError, ValueError):
+            same = False
+        ours = True  # a harmonia dataset: --overwrite may replace it
+    else:
+        ours = _interrupted_before_any_split(out, entries)
+    if not ours:
+        # Only ever delete something we recognise as a data set.
+        if overwrite:
             raise FileExistsError(f"{out}: not empty and not a harmonia dataset; refusing to overwrite it")
-        for split in SPLITS:
-            if (out / split).is_dir():
-                shutil.rmtree(out / split)
-        (out / META_FILE).unlink()
-    out.mkdir(parents=True, exist_ok=True)
+        raise FileExistsError(f"{out}: not empty; choose another folder or pass overwrite=True (--overwrite)")
+    half = f"a half-written simulated dataset ({len(done)} of {len(SPLITS)} splits: {', '.join(done) or 'none'})"
+    if not overwrite:
+        if len(done) == len(SPLITS):
+            what = "this simulated dataset" if same else "a simulated dataset made with other settings"
+            raise FileExistsError(f"{out}: not empty (holds {what}); choose another folder or pass "
+                                  "overwrite=True (--overwrite)")
+        if same:
+            import warnings
+
+            from harmonia.errors import HarmoniaWarning
+
+            # Resume: each split is drawn from its own seeds, so the rest comes out identical.
+            warnings.warn(f"{out}: finishing {half} left by an interrupted run with the same settings",
+                          HarmoniaWarning, stacklevel=3)
+            return done
+        raise FileExistsError(f"{out}: holds {half} made with other settings; re-run with those settings to "
+                              "finish it, or pass overwrite=True (--overwrite) to replace it")
+    for split in SPLITS:
+        for p in (out / split, partial_split_dir(out, split)):
+            if p.is_dir():
+                shutil.rmtree(p)
+    (out / META_FILE).unlink(missing_ok=True)
+    return []
+
+
+def _interrupted_before_any_split(out: Path, entries: list[Path]) -> bool:
+    """True if ``out`` holds only split folders of an older harmonia's run killed in its first split."""
+    allowed = {"images", "maps", "subjects", META_CSV, INDEX_FILE}
+    return all(p.is_dir() and p.name in SPLITS and {q.name for q in p.iterdir()} <= allowed for p in entries)
 
 
 @contextmanager
@@ -258,7 +303,7 @@ def _write_split(
         w = csv.DictWriter(buf, fieldnames=_META_COLUMNS, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-        atomic_write_text(out / split / META_CSV, buf.getvalue())
+        atomic_write_text(writer.split_dir / META_CSV, buf.getvalue())
 
 
 def _meta_row(id: str, label: int, cue: int, classes: list[str], s: Sample, subj: np.ndarray) -> dict[str, Any]:
@@ -330,7 +375,14 @@ def simulate_from_config(
     """
     cfg.validate()
     out = Path(out_dir)
-    _prepare_out(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "dataset"):  # a second `data simulate` into the same folder refuses
+        return _simulate_locked(out, cfg, overwrite, progress)
+
+
+def _simulate_locked(out: Path, cfg: SimulationConfig, overwrite: bool,
+                     progress: bool | Callable[[int, int], None]) -> Path:
+    done_splits = _prepare_out(out, cfg, overwrite)
     extra = {
         "simulation": cfg.to_json(),
         "generator": "harmonia.humans.simulate",
@@ -353,6 +405,9 @@ def simulate_from_config(
             update(done, total)
 
         for split in SPLITS:
+            if split in done_splits:  # written by an interrupted run with the same settings
+                tick(cfg.n_train if split == "train" else cfg.n_test)
+                continue
             _write_split(out, split, cfg, extra, tick)
     return out
 

@@ -66,7 +66,7 @@ class Result:
     meta: dict[str, Any] = field(default_factory=dict)
     kind: str = ""
     headline: dict[str, Any] = field(default_factory=dict)
-    resumed: int = 0  # items already stored when this run started
+    resumed: int = 0  # items an interrupted run had already stored (0: computed from the start, or cached)
 
 
 class Measurement(ABC):
@@ -183,7 +183,7 @@ def run(
                 agg = measurement.aggregate(rows, data)
                 if agg != stored.aggregates:
                     store.finish_run(key, agg)
-            result = Result(key, True, rows, agg, stored.meta, measurement.kind, measurement.headline(agg), len(rows))
+            result = Result(key, True, rows, agg, stored.meta, measurement.kind, measurement.headline(agg))
             emit("cached", {"total": len(all_ids), "result": result})
             return result
         store.start_run(key, kind=measurement.kind, meta=meta)

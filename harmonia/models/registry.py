@@ -12,11 +12,12 @@ Names:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -177,6 +178,17 @@ def set_fused_attention(net: nn.Module, enabled: bool) -> int:
     return n
 
 
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Run the body with torch's CPU generator seeded, then restore the global random state."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
 def load(
     name_or_path: str | os.PathLike,
     *,
@@ -186,6 +198,7 @@ def load(
     arch: str | None = None,
     allow_pickle: bool = False,
     fused_attn: bool = False,
+    seed: int | None = None,
     **kwargs: Any,
 ) -> HarmoniaModel:
     """Load a model by name or checkpoint path, wrapped with its preprocessing, in eval mode.
@@ -198,6 +211,10 @@ def load(
         arch: for plain state-dict checkpoints, the architecture name (e.g. "timm:resnet18").
         allow_pickle: allow checkpoints that hold pickled Python objects (runs code: trusted files only).
         fused_attn: keep fused attention kernels (faster, but no double back-propagation).
+        seed: seed of whatever is initialised at random (all weights with ``pretrained=False``,
+            a new ``num_classes`` head), so the same call gives the same weights, hence the
+            same fingerprint and the same store keys. Drawn from a forked generator: torch's
+            global random state is left as it was. None draws from the global generator.
         **kwargs: passed to the architecture builder (e.g. img_size=32 for a timm ViT).
 
     Raises:
@@ -210,13 +227,20 @@ def load(
         >>> m = load("efficientnet_lite0")
         >>> m(torch.rand(1, 3, 300, 400)).shape, m.input_size, m.class_names[967]
         (torch.Size([1, 1000]), (224, 224), 'espresso')
+        >>> a, b = (load("small_cnn", pretrained=False, num_classes=4, seed=0) for _ in range(2))
+        >>> a.fingerprint() == b.fingerprint(), a.init_seed
+        (True, 0)
     """
-    if is_checkpoint_path(name_or_path):
-        model = load_checkpoint(Path(name_or_path), arch=arch, num_classes=num_classes, allow_pickle=allow_pickle, **kwargs)
-    else:
-        if arch is not None:
-            raise ValueError("arch= is only for checkpoint files; give the model name itself instead")
-        model = build(str(name_or_path), pretrained=pretrained, num_classes=num_classes, **kwargs)
+    with _seeded(seed):
+        if is_checkpoint_path(name_or_path):
+            model = load_checkpoint(Path(name_or_path), arch=arch, num_classes=num_classes, allow_pickle=allow_pickle,
+                                    **kwargs)
+        else:
+            if arch is not None:
+                raise ValueError("arch= is only for checkpoint files; give the model name itself instead")
+            model = build(str(name_or_path), pretrained=pretrained, num_classes=num_classes, **kwargs)
+            if not pretrained:
+                model.init_seed = seed  # what the random weights came from (shown with stored results)
     if not fused_attn:
         set_fused_attention(model.net, False)
     model.safe_attention = not fused_attn

@@ -182,6 +182,9 @@ class HarmoniaModel(nn.Module):
         class_names: list of class names when known, else None.
         build_kwargs: JSON-able keyword arguments the architecture was built with
             (e.g. ``{"img_size": 32}``), recorded in checkpoints.
+        init_seed: the seed its random weights were drawn with (``load(..., pretrained=False,
+            seed=S)``), else None; shown with stored results. The weights themselves are what
+            the fingerprint hashes.
         safe_attention: when True (default) attention runs with the math SDPA kernel
             whenever autograd is on, so double back-propagation works for ViTs too.
         fast_double_backward: when True (default) grouped / depthwise convolutions run,
@@ -221,6 +224,7 @@ class HarmoniaModel(nn.Module):
             raise ValueError(f"num_classes={num_classes} but {len(self.class_names)} class names")
         self._num_classes = num_classes
         self.build_kwargs = dict(build_kwargs or {})
+        self.init_seed: int | None = None
         self.safe_attention = safe_attention
         self.fast_double_backward = fast_double_backward
         pp = preprocessing or Preprocessing()
@@ -347,6 +351,7 @@ class HarmoniaModel(nn.Module):
             "source": self.source,
             "preprocessing": self.preprocessing.to_json(),
             "num_classes": self.num_classes,
+            "init_seed": self.init_seed,
             "fingerprint": self.fingerprint(),
         }
 

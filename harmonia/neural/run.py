@@ -29,7 +29,7 @@ from harmonia.measurements import Measurement, run
 from harmonia.neural.data import NeuralRecording
 from harmonia.neural.features import default_layers
 from harmonia.neural.score import LayerScore, SweepResult, score_recording, sweep_header
-from harmonia.store import ResultStore, array_digest
+from harmonia.store import ResultStore, array_digest, model_key
 
 KIND = "neural"
 RUNTIME_OPTIONS = ("progress", "batch_size")  # never change a number: not in the key
@@ -76,7 +76,8 @@ class NeuralSweep(Measurement):
 
     def meta(self, model: Any, data: NeuralRecording) -> dict[str, Any]:
         settings = sweep_header(data, self.layers, **self._score_kw())[2]
-        return {"model": getattr(model, "name", type(model).__name__), "data": data.name, "synthetic": data.synthetic,
+        return {"model": getattr(model, "name", type(model).__name__), "model_fingerprint": model_key(model),
+                "init_seed": getattr(model, "init_seed", None), "data": data.name, "synthetic": data.synthetic,
                 "benchmark": data.kind, **settings}
 
     def _score_kw(self) -> dict[str, Any]:

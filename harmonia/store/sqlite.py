@@ -40,6 +40,9 @@ from typing import Any, Iterable
 from harmonia.store.keys import _json_default, file_digest
 from harmonia.utils.lock import PathLock
 
+# What each part of harmonia records (evaluate, attack, ceiling, train, neural).
+RUN_KINDS = ("evaluation", "adversarial", "ceiling", "training", "neural")
+
 DEFAULT_STORE = "harmonia-results.sqlite"
 SCHEMA_VERSION = 2
 ID_FIELDS = ("item_id", "image_id")  # where a row's id is read from, in this order
@@ -276,8 +279,21 @@ class ResultStore:
         shutil.rmtree(self.artifacts_dir(key, create=False), ignore_errors=True)
         return existed
 
+    def kinds(self) -> list[str]:
+        """The kinds of run harmonia writes, and any other kind this store holds."""
+        held = {k for (k,) in self._conn.execute("SELECT DISTINCT kind FROM runs")}
+        return list(RUN_KINDS) + sorted(held - set(RUN_KINDS))
+
     def runs(self, kind: str | None = None, status: str | None = None) -> list[Run]:
-        """All runs (newest first), optionally filtered by kind and status."""
+        """All runs (newest first), optionally filtered by kind and status.
+
+        An unknown ``kind`` (a typo) raises :class:`~harmonia.errors.UserError` listing the
+        kinds, rather than answering with nothing.
+        """
+        if kind and kind not in self.kinds():
+            from harmonia.errors import UserError
+
+            raise UserError(f"unknown run kind {kind!r}; kinds: {', '.join(self.kinds())}")
         q = (
             "SELECT key, kind, status, created, updated, meta, aggregates,"
             " (SELECT COUNT(*) FROM rows WHERE run_key = runs.key) FROM runs"
