@@ -133,6 +133,16 @@ def check_classes(model: Any, dataset: Any, labels_as_targets: bool = True) -> s
     return None
 
 
+def check_targets_mode(targets: str) -> None:
+    """Raise :class:`~harmonia.errors.UserError` unless ``targets`` is "label" or "predicted".
+
+    Example:
+        >>> check_targets_mode("label")
+    """
+    if targets not in TARGET_MODES:
+        raise UserError(f"targets must be one of {TARGET_MODES}, got {targets!r}")
+
+
 def evaluate(
     model: HarmoniaModel,
     dataset: torch.utils.data.Dataset,
@@ -177,8 +187,7 @@ def evaluate(
         >>> res = evaluate(load("efficientnet_lite0"), HarmoniaDataset("data/sim", "test"))  # doctest: +SKIP
         >>> res.aggregates["spearman"]["mean"]  # doctest: +SKIP
     """
-    if targets not in TARGET_MODES:
-        raise ValueError(f"targets must be one of {TARGET_MODES}, got {targets!r}")
+    check_targets_mode(targets)
     explainer = explainer or Saliency(reducer="max_abs")
     scorer = scorer or MapScorer()
     if isinstance(ceiling, (int, float)):
