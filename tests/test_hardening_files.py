@@ -325,3 +325,20 @@ def test_an_interrupted_convert_leaves_only_a_partial_folder_the_next_run_remove
     assert sorted(p.name for p in shards.iterdir() if not p.name.startswith(".")) == \
         ["test-0.tfrecords", "test-1.tfrecords", "test-2.tfrecords"]
     assert not (shards / ".test.partial").exists()
+
+
+def test_train_and_demo_never_replace_a_users_file_in_their_out_folder(tmp_path):
+    from tests.test_training import write_colour_dataset
+
+    data = write_colour_dataset(tmp_path / "data", n_train=8, n_test=2)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text('{"mine": true}')
+    r = run("train", "--data", data, "--out", out, "--model", "timm:resnet10t", "--epochs", "1", "--batch-size", "4",
+            "--no-progress", "--device", "cpu")
+    assert r.exit_code == 2 and "not written by harmonia" in r.output, r.output
+    assert (out / "config.json").read_text() == '{"mine": true}'
+    (out / "report.html").write_text("my report")
+    r = run("demo", "--quick", "--out", out)
+    assert r.exit_code == 2 and "not written by harmonia" in r.output, r.output
+    assert (out / "report.html").read_text() == "my report"

@@ -98,6 +98,7 @@ def test_resolve_device_rejects_unknown_and_absent_devices(monkeypatch):
         ["ceiling", "-d", "{data}"],
         ["neural", "-m", "{ckpt}", "-d", "{data}"],
         ["data", "clicks", "{tmp}/clicks.csv", "--images", "{tmp}/images", "--out", "{tmp}/out"],
+        ["demo", "--out", "{tmp}/demo", "--quick"],
     ],
 )
 def test_every_device_option_is_one_line_error(command, device, ckpt, tiny_dataset, tmp_path, monkeypatch):
@@ -106,7 +107,8 @@ def test_every_device_option_is_one_line_error(command, device, ckpt, tiny_datas
             for a in command]
     r = run(*args, "--device", device)
     assert_one_line_error(r, f"device {device!r}")
-    assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "explained").exists()
+    assert not (tmp_path / "run" / "last.pt").exists()
+    assert not (tmp_path / "explained").exists() and not (tmp_path / "demo").exists()
 
 
 # -- item 7: --ceiling, --size, --downsample ------------------------------------------------------------
@@ -306,3 +308,14 @@ def test_library_class_checks(tiny_model, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", HarmoniaWarning)
         evaluate(tiny_model, ds, device="cpu")
+
+
+@pytest.mark.parametrize("option, value, message", [("--blur", "0", "--blur must be positive"),
+                                                     ("--downsample", "0", "--downsample must be a positive int,"),
+                                                     ("--targets", "foo", "--targets must be one of")])
+def test_scoring_options_use_the_cli_spelling_before_any_work(option, value, message, tiny_dataset, tmp_path):
+    store = tmp_path / "r.sqlite"
+    r = run("evaluate", "-m", "timm:resnet10t", "--random-init", "-d", tiny_dataset, "--device", "cpu",
+            "--store", store, option, value)
+    assert_one_line_error(r, message)
+    assert r.output.count("\n") == 1 and not store.exists(), r.output  # nothing read, loaded or stored first

@@ -154,8 +154,9 @@ def attack_command(
     labels = dict(zip(dict.fromkeys(model), unique_labels(dict.fromkeys(model))))
     if figures is not None:
         ids = [r.id for r in dataset.records[: len(dataset) if limit is None else limit]]
-        OutputFolder(figures, inputs=[p for r in dataset.records for p in (r.image, r.map)], option="--figures").claim(
-            [f"{label}-{i}.png" for label in labels.values() for i in ids])
+        figure_folder = OutputFolder(figures, inputs=[p for r in dataset.records for p in (r.image, r.map)],
+                                     option="--figures")
+        figure_folder.check([f"{label}-{i}.png" for label in labels.values() for i in ids])
     # Models first: a target they do not have is an error before the ceiling is computed.
     models = {name: load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed)
               for name in model}
@@ -185,6 +186,7 @@ def attack_command(
                         continue
                     pmap = perturbation_map((res.adv[j:j + 1] - batch["image"][j:j + 1].to(res.adv.device)), reducer)[0]
                     stem = f"{labels[_name]}-{row['image_id']}"
+                    figure_folder.claim([f"{stem}.png"])
                     save_attack_figure(figures / f"{stem}.png", batch["image"][j], batch["map"][j], pmap,
                                        res.adv[j], title=f"{_name} / {row['image_id']}",
                                        lines=[f"L2 {row['l2']:.4f}  Linf {row['linf']:.4f}  spearman {row['spearman']:.3f}"])

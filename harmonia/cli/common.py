@@ -44,6 +44,10 @@ _CLI_SPELLING: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\boverwrite=True(?: \(--overwrite\))?"), "--overwrite"),
     (re.compile(r"\barch=(['\"])([^'\"]+)\1"), r"--arch \2"),
     (re.compile(r"\barch=\.\.\."), "--arch ..."),
+    # MapScorer and evaluate() checks, whose options are --blur, --downsample, --targets
+    (re.compile(r"^blur_sigma\b"), "--blur"),
+    (re.compile(r"^(downsample|targets) must"), r"--\1 must"),
+    (re.compile(r" or None, got "), ", got "),
 )
 
 

@@ -26,6 +26,10 @@ resized to 224), so evaluating OUT gives scores comparable with published ones;
 --to harmonization: OUT is a folder of {split}-{i}.tfrecords shards (JPEG image 256x256,
 JPEG heatmap, int64 label) readable by the harmonizer release's loader.
 
+A split (or a shard set) appears whole when the conversion ends, replacing an older one
+of that name; a run killed part-way leaves only OUT/.SPLIT.partial, which the next run
+removes. A 0-byte input file is an error (a broken copy, not an empty split).
+
 Examples:
 
   harmonia data convert clickme/val data/clickme-val --to harmonia --split val

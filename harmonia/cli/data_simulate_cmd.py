@@ -22,6 +22,10 @@ is computed from per-participant maps (stored for the test splits; --train-subje
 stores them for train too). Per-image ground truth (shortcut class, object and part
 boxes) is in SPLIT/meta.csv. Same options and seed give identical files.
 
+Interrupted (even by kill -9)? Run the same command again: it keeps the splits already
+written and finishes the rest, with the same files as an uninterrupted run; --overwrite
+replaces the half-written dataset instead. --out is locked while it is written.
+
 Examples:
 
   harmonia data simulate --out data/sim-clickme

@@ -203,6 +203,7 @@ def demo_command(
     from harmonia.store import ResultStore
     from harmonia.utils.device import resolve_device
 
+    dev = str(resolve_device(device))  # an unusable device is an error before anything is written
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)
@@ -215,8 +216,10 @@ def demo_command(
     overrides = {field: v for _, field, v in recipe if v is not None}
     base = compare.ComparisonSettings.quick() if quick else compare.ComparisonSettings()
     settings = dataclasses.replace(base, **overrides, seeds=tuple(range(seeds)))
-    dev = str(resolve_device(device))
 
+    from harmonia.utils.io import OutputFolder
+
+    OutputFolder(out).claim(["report.html", "summary.json"])  # never over a user's files; checked first
     photo_rows: list[list[str]] = []
     photo_figure: bytes | None = None
     if not skip_photos:

@@ -63,12 +63,14 @@ def evaluate_command(
     from harmonia.attribution import parse_explainer_spec
     from harmonia.data import HarmoniaDataset
     from harmonia.evaluation import check_classes, evaluate, resolve_ceiling
+    from harmonia.evaluation.evaluate import check_targets_mode
     from harmonia.metrics import MapScorer
     from harmonia.models import load
     from harmonia.store import ResultStore
     from harmonia.utils.device import default_num_workers, resolve_device
 
     explainers = [parse_explainer_spec(e) for e in explainer]  # validate all before loading anything
+    check_targets_mode(targets)
     dev = resolve_device(device)
     scorer = MapScorer(blur_sigma=blur, downsample=downsample)
     dataset = HarmoniaDataset(data, split=split, size=size)

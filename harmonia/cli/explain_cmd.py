@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
@@ -13,6 +13,9 @@ from rich.table import Table
 from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
+
+if TYPE_CHECKING:
+    from harmonia.utils.io import OutputFolder
 
 EXPLAIN_HELP = """Explain a model's decisions on your own photos.
 
@@ -33,16 +36,18 @@ Example:
 """
 
 
-def explain_outputs(paths: list[Path], out: Path) -> list[str]:
-    """Check and claim every file explaining ``paths`` writes into ``out``; returns each image's ID.
+def explain_outputs(paths: list[Path], out: Path) -> tuple[list[str], "OutputFolder"]:
+    """Check every file explaining ``paths`` writes into ``out``; returns each image's ID and the folder.
 
-    Raises (before any work) if an output would replace an input or a file harmonia did not write.
+    Raises (before any work) if an output would replace an input or a file harmonia did not write;
+    each file is claimed (listed as harmonia's) just before it is written.
     """
     from harmonia.utils.io import OutputFolder, unique_stems
 
     stems = unique_stems(paths)
-    OutputFolder(out, inputs=paths).claim([*(f"{s}{ext}" for s in stems for ext in (".npy", ".png")), PREDICTIONS])
-    return stems
+    folder = OutputFolder(out, inputs=paths)
+    folder.check([*(f"{s}{ext}" for s in stems for ext in (".npy", ".png")), PREDICTIONS])
+    return stems, folder
 
 
 PREDICTIONS = "predictions.csv"
@@ -57,7 +62,7 @@ def explain_images(model, explainer, paths: list[Path], out: Path, target: int |
     from harmonia.utils.io import atomic_save_npy
     from harmonia.viz import save_overlay
 
-    stems = explain_outputs(paths, out)
+    stems, folder = explain_outputs(paths, out)
     out.mkdir(parents=True, exist_ok=True)
     crop = getattr(model.preprocessing, "crop_pct", 1.0)
     names = model.class_names
@@ -75,6 +80,7 @@ def explain_images(model, explainer, paths: list[Path], out: Path, target: int |
             labels = [names[i] if names else str(int(i)) for i in top_i[j]]
             lines = [f"{100 * float(pp):5.1f}%  {lab}" for pp, lab in zip(top_p[j], labels)]
             tname = names[int(targets[j])] if names else str(int(targets[j]))
+            folder.claim([f"{stem}.npy", f"{stem}.png"])
             atomic_save_npy(out / f"{stem}.npy", maps[j].cpu().numpy())
             save_overlay(out / f"{stem}.png", images[j], maps[j], title=f"{p.name}: map of '{tname}' ({explainer!r})", lines=lines)
             records.append({"image": p.name, "map": f"{stem}.npy", "figure": f"{stem}.png", "top1": labels[0],
@@ -119,6 +125,7 @@ def explain_command(
     w = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(records)
+    explain_outputs(paths, out)[1].claim([PREDICTIONS])
     atomic_write_text(out / PREDICTIONS, buf.getvalue())
     table = Table(title=f"{model} on {images}")
     for col in ("image", "top-1", "p"):

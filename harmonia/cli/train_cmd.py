@@ -37,6 +37,11 @@ After a kill, `harmonia train --resume --out OUT` continues from last.pt
 with the same batches, crops and random streams. --resume on an empty
 --out simply starts, so preemptible jobs can always pass it.
 
+--out is locked while a run writes it (OUT/.harmonia.lock): a second
+`harmonia train` on the same folder, --resume or not, refuses at once and
+names the pid of the one running; a killed run's lock is taken over. A new
+run never replaces files in --out that harmonia did not write.
+
 Examples:
 
   harmonia train --data sim-clickme --epochs 10 --out runs/harmonized

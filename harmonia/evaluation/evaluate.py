@@ -105,8 +105,7 @@ class Alignment(Measurement):
                  ceiling: Ceiling | float | None = None, targets: str = "label", limit: int | None = None,
                  device: str | torch.device | None = None, num_workers: int = 0,
                  human_cache: MapStatsCache | bool = True) -> None:
-        if targets not in TARGET_MODES:
-            raise ValueError(f"targets must be one of {TARGET_MODES}, got {targets!r}")
+        check_targets_mode(targets)
         self.explainer = explainer or Saliency(reducer="max_abs")
         self.scorer = scorer or MapScorer()
         self.ceiling = Ceiling(float(ceiling), "user") if isinstance(ceiling, (int, float)) else ceiling
@@ -255,6 +254,16 @@ def check_classes(model: Any, dataset: Any, labels_as_targets: bool = True) -> s
         return (f"model {name} has {n_model} outputs but {root} has {len(names)} classes ({shown(names)}): "
                 f"its labels are probably not this model's classes; {effect}")
     return None
+
+
+def check_targets_mode(targets: str) -> None:
+    """Raise :class:`~harmonia.errors.UserError` unless ``targets`` is "label" or "predicted".
+
+    Example:
+        >>> check_targets_mode("label")
+    """
+    if targets not in TARGET_MODES:
+        raise UserError(f"targets must be one of {TARGET_MODES}, got {targets!r}")
 
 
 def evaluate(

@@ -70,7 +70,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # Settings that may differ between a run and its resumption (they do not change the maths).
 RUNTIME_FIELDS = frozenset({
-    "out_dir", "resume", "progress", "device", "num_workers", "eval_splits", "eval_every", "eval_limit", "ceiling",
+    "out_dir", "resume", "progress", "log", "device", "num_workers", "eval_splits", "eval_every", "eval_limit", "ceiling",
     "eval_batch_size", "checkpoint_every_steps", "checkpoint_every_epochs", "log_every", "amp", "channels_last",
 })
 
@@ -148,7 +148,10 @@ class TrainConfig:
     channels_last: bool | None = None
     num_workers: int | None = None  # None: default_num_workers(device)
     resume: bool = False
-    progress: bool = True
+    progress: bool = True  # the live progress bar (stderr)
+    # A header, one line per epoch and one per evaluation on stderr, with or without the bar
+    # (a batch job's log); off, the trainer prints nothing unless the bar is on.
+    log: bool = False
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -346,10 +349,10 @@ class _Trainer:
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else cuda
         self._given_model = model
         self.console = None
-        if self.main and cfg.progress:
+        if self.main and (cfg.progress or cfg.log):
             from rich.console import Console
 
-            self.console = Console(stderr=True)
+            self.console = Console(stderr=True, soft_wrap=True)  # log lines stay whole in a non-terminal's log
 
     # -- setup ---------------------------------------------------------------------------------
     def _setup_data(self) -> None:
@@ -662,6 +665,13 @@ class _Trainer:
         if lock is not None:
             lock.acquire()
         try:
+            if self.main and not (self.out / LAST).exists():
+                # A new run: never over a user's files (a folder with last.pt is checked by _maybe_resume).
+                from harmonia.utils.io import OutputFolder
+
+                model_path = Path(str(self.cfg.model))
+                OutputFolder(self.out, inputs=[model_path] if model_path.is_file() else [], option="--out").claim(
+                    [CONFIG_FILE, HISTORY_FILE, LAST, BEST, FINAL])
             return self._run()
         finally:
             if lock is not None:
@@ -761,6 +771,7 @@ class _Trainer:
             bar.remove_task(task)
         p["epoch"] = epoch + 1
         p["step_in_epoch"] = 0
+        self._print_epoch(epoch)
         last_epoch = p["epoch"] == cfg.epochs
         if not last_epoch and cfg.eval_every and p["epoch"] % cfg.eval_every == 0:
             self._record_eval(self._evaluate(final=False))
@@ -769,12 +780,30 @@ class _Trainer:
                 or self._step_checkpoint_due():
             self._save_last()  # saved after the epoch's evaluation, so it holds the best metric too
 
+    def _print_epoch(self, epoch: int) -> None:
+        """One log line for the epoch just finished: mean loss parts of its logged steps, lr, speed."""
+        if self.console is None:
+            return
+        lo, hi = epoch * self.steps_per_epoch, (epoch + 1) * self.steps_per_epoch
+        entries = [e for e in self.history["steps"] if lo < e["step"] <= hi]
+        if not entries:
+            return
+
+        def mean(key: str) -> float:
+            return sum(e.get(key, 0.0) for e in entries) / len(entries)
+
+        extra = "".join(f" {k} {mean(k):.4g}" for k in ("outside", "masked") if k in entries[-1])
+        self.console.print(
+            f"epoch {epoch + 1}/{self.cfg.epochs}  loss {mean('loss'):.4f} (ce {mean('ce'):.4f} harm {mean('harm'):.4f} "
+            f"wd {mean('wd'):.3g}{extra})  lr {entries[-1]['lr']:.2e}  {mean('img_s'):.0f} img/s  "
+            f"step {hi}{self._synthetic_note}", highlight=False)
+
     def _step_checkpoint_due(self) -> bool:
         every = self.cfg.checkpoint_every_steps
         return bool(every) and self.progress["global_step"] % every == 0
 
     def _progress_bar(self) -> Any:
-        if self.console is None:
+        if self.console is None or not self.cfg.progress:
             return None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

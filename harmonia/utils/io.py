@@ -141,6 +141,7 @@ class OutputFolder:
     def __init__(self, folder: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), option: str = "--out") -> None:
         self.folder = Path(folder)
         self.option = option
+        self._known: set[str] | None = None
         self._input_paths = {os.path.realpath(p): Path(p) for p in inputs}
         self._input_inodes = {}
         for real, p in self._input_paths.items():
@@ -151,10 +152,12 @@ class OutputFolder:
             self._input_inodes[(st.st_dev, st.st_ino)] = p
 
     def _owned(self) -> set[str]:
-        try:
-            return set((self.folder / OUTPUTS_MANIFEST).read_text().splitlines())
-        except FileNotFoundError:
-            return set()
+        if self._known is None:  # read once; claim() keeps it up to date
+            try:
+                self._known = set((self.folder / OUTPUTS_MANIFEST).read_text().splitlines())
+            except FileNotFoundError:
+                self._known = set()
+        return self._known
 
     def check(self, names: Iterable[str]) -> list[Path]:
         """The output paths for ``names``; raise if one would replace an input or a user's file."""
@@ -179,12 +182,16 @@ class OutputFolder:
         """:meth:`check` ``names``, then list them as harmonia's (so a re-run may replace them)."""
         names = list(names)
         paths = self.check(names)
-        new = [n for n in names if n not in self._owned()]
+        owned = self._owned()
+        new = list(dict.fromkeys(n for n in names if n not in owned))
         if new:
             self.folder.mkdir(parents=True, exist_ok=True)
             # Appended, not rewritten: a torn last line only forgets one name (the file is then refused).
-            with open(self.folder / OUTPUTS_MANIFEST, "a") as f:
-                f.write("".join(f"{n}\n" for n in new))
+            with open(self.folder / OUTPUTS_MANIFEST, "ab+") as f:
+                end = f.seek(0, os.SEEK_END)
+                torn = end > 0 and (f.seek(end - 1), f.read(1))[1] != b"\n"
+                f.write(("\n" if torn else "").encode() + "".join(f"{n}\n" for n in new).encode())
+            owned.update(new)
         return paths
 
 
