@@ -35,9 +35,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Sequence
-
-import torch
+from typing import Any, Callable, ClassVar, Iterator
 
 from harmonia.store import ResultStore, cache_key, model_key
 from harmonia.store.sqlite import row_id
@@ -242,15 +240,3 @@ def dataset_ids(dataset: Any, n: int | None = None) -> list[str]:
     if hasattr(dataset, "ids"):
         return [str(i) for i in list(dataset.ids)[:n]]
     return [str(dataset[i]["id"]) for i in range(n)]
-
-
-def as_device(model: torch.nn.Module, device: Any) -> torch.nn.Module:
-    """``model`` on ``device`` (resolved by :func:`harmonia.utils.device.resolve_device`), eval mode."""
-    from harmonia.utils.device import resolve_device
-
-    return model.to(resolve_device(device)).eval()
-
-
-def batch_ids(batch: dict[str, Any] | Sequence[Any]) -> list[str]:
-    """String ids of a collated batch of dicts."""
-    return [str(i) for i in batch["id"]]
