@@ -215,3 +215,17 @@ def test_runtime_options_are_not_in_the_key(tmp_path):
     keys = {Alignment(SmoothGrad(internal_batch_size=b)).key(model, data, store) for b in (1, 8, 64)}
     assert len(keys) == 1
     assert Alignment(SmoothGrad(n_samples=3)).key(model, data, store) not in keys  # a setting that changes numbers
+
+
+def test_a_release_does_not_change_keys_a_measurement_version_does(tmp_path, monkeypatch):
+    from harmonia.evaluation import Alignment
+    from harmonia.store import keys
+
+    data, model = _images(tmp_path), _plain_cnn(0)
+    store = ResultStore(tmp_path / "r.sqlite")
+    before = Alignment().key(model, data, store)
+    monkeypatch.setattr(keys.cache_key, "__kwdefaults__", {"version": "99.0"})  # another package version
+    store = ResultStore(tmp_path / "r2.sqlite")  # no cached file digests either
+    assert Alignment().key(model, data, store) == before
+    monkeypatch.setattr(Alignment, "version", "2")
+    assert Alignment().key(model, data, store) != before

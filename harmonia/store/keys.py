@@ -1,8 +1,9 @@
 """Content-based cache keys.
 
 A result is keyed on *what was computed*, never on names: the model's weight and
-preprocessing hash, the dataset files' content, the explainer and metric settings and the
-harmonia version. Renaming a checkpoint reuses its results; changing one weight, the input
+preprocessing hash (:func:`model_key`), the dataset files' content, the measurement's
+settings and its own version (:class:`harmonia.measurements.Measurement`), not the
+package version, so a release does not invalidate stored results. Renaming a checkpoint reuses its results; changing one weight, the input
 size or a data file does not.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, Callable, Iterable, Protocol
 from harmonia import __version__
 
 _CHUNK = 1 << 20
+DATASET_KEY_VERSION = "dataset/1"  # bump only if what a dataset fingerprint covers changes
 
 
 class FingerprintedDataset(Protocol):
@@ -39,7 +41,8 @@ def _json_default(o: Any) -> Any:
 
 
 def cache_key(settings: dict[str, Any], *, version: str = __version__) -> str:
-    """Hex digest of ``settings`` plus the harmonia version.
+    """Hex digest of ``settings`` plus a version (measurements pass their own ``KIND/VERSION``;
+    the default, the package version, is for in-process caches only).
 
     Example:
         >>> cache_key({"a": 1, "b": [1, 2]}) == cache_key({"b": [1, 2], "a": 1})
@@ -147,4 +150,4 @@ def dataset_fingerprint(dataset: FingerprintedDataset, digest: Callable[[Path], 
     root = getattr(dataset, "root", None)
     content = files_fingerprint(dataset.files(), root=root, digest=digest or (lambda p: file_digest(p)))
     config = dataset.config() if hasattr(dataset, "config") else {}
-    return cache_key({"files": content, "config": config})
+    return cache_key({"files": content, "config": config}, version=DATASET_KEY_VERSION)
