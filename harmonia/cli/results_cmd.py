@@ -86,8 +86,10 @@ def show_run(key: str = typer.Argument(..., help="Run key or a unique prefix."),
     """Everything about one run: settings and aggregates as JSON."""
     s = _open(store)
     r = _one(s, key)
-    console.print_json(json.dumps({"key": r.key, "kind": r.kind, "status": r.status, "rows": r.n_rows,
-                                   "meta": r.meta, "aggregates": r.aggregates}))
+    from harmonia.store.sqlite import json_safe
+
+    console.print_json(json.dumps(json_safe({"key": r.key, "kind": r.kind, "status": r.status, "rows": r.n_rows,
+                                             "meta": r.meta, "aggregates": r.aggregates})))
 
 
 @results_app.command("export")

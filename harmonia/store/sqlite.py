@@ -113,6 +113,23 @@ def decode(text: str) -> Any:
     return json.loads(text)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` as standard JSON can say it, for output to other programs: NaN as None, inf
+    and -inf as the strings "inf" and "-inf" (the store itself keeps them exactly).
+
+    Example:
+        >>> json_safe({"a": [float("nan"), float("-inf"), 1.5]})
+        {'a': [None, '-inf', 1.5]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def row_id(row: dict[str, Any]) -> str:
     """The item id of a row: its ``item_id`` field, else its ``image_id`` field.
 
