@@ -103,6 +103,7 @@ def check_classes(model: Any, dataset: Any, labels_as_targets: bool = True) -> s
     model_names = getattr(model, "class_names", None)
     names = getattr(getattr(dataset, "info", None), "classes", None)
     labels = getattr(dataset, "labels", None)
+    labels = list(labels) if isinstance(labels, (list, tuple)) else None  # readers without a label list: untold
     name = getattr(model, "name", type(model).__name__)
     root = getattr(dataset, "root", "the dataset")
     if n_model and labels:
@@ -201,7 +202,7 @@ def evaluate(
     if mismatch:
         warnings.warn(mismatch, HarmoniaWarning, stacklevel=2)
     if n_total:
-        scorer.check_map_size(*_map_size(dataset))
+        _check_map_size(scorer, dataset)
     settings = {
         "kind": "evaluation",
         "model": model.fingerprint(),
@@ -271,6 +272,7 @@ def evaluate(
             done_batch = finish_batch({**batch, "image": images, "map": human})
             images, human = done_batch["image"], done_batch["map"]
         labels = torch.as_tensor(batch["label"], device=dev)
+        scorer.check_map_size(*human.shape[-2:])  # maps finished on the device were not checked up front
         maps, logits, used_targets = _explain_batch(explainer, model, images, labels if targets == "label" else None)
         hs = cache.get(scope, batch["id"], device=dev) if cache is not None else None
         if hs is None:
@@ -305,13 +307,14 @@ def evaluate(
     return EvaluationResult(key, False, rows, agg, meta, resumed=resumed)
 
 
-def _map_size(dataset: Any) -> tuple[int, int]:
-    """Height and width of the dataset's human maps as items deliver them."""
+def _check_map_size(scorer: MapScorer, dataset: Any) -> None:
+    """The scorer's down-sampling against the dataset's map size, before any work (one item
+    read, only when down-sampling; readers that finish maps on the device are checked per batch)."""
+    if not scorer.downsample or scorer.downsample == 1 or hasattr(dataset, "finish_batch"):
+        return
     size = getattr(dataset, "size", None)
-    if size is not None:
-        return int(size[0]), int(size[1])
-    h, w = dataset[0]["map"].shape[-2:]
-    return int(h), int(w)
+    h, w = size if size is not None else dataset[0]["map"].shape[-2:]
+    scorer.check_map_size(int(h), int(w))
 
 
 def _dataset_ids(dataset: Any, n: int) -> list[str]:
@@ -353,7 +356,7 @@ def resolve_ceiling(dataset: Any, value: str | float | None, store: ResultStore 
     if parsed != "auto":
         return parsed  # type: ignore[return-value]
     if scorer is not None and len(dataset):
-        scorer.check_map_size(*_map_size(dataset))  # before a ceiling of unusable maps is computed
+        _check_map_size(scorer, dataset)  # before a ceiling of unusable maps is computed
     from harmonia.humans.ceiling import MapPreparation
 
     prep = MapPreparation.of(dataset, scorer)
