@@ -10,11 +10,18 @@ from typer.testing import CliRunner
 from harmonia.cli.main import app
 
 runner = CliRunner()
-WIDE = {"TERMINAL_WIDTH": "1000"}  # one line per option in the rendered help
+
+
+@pytest.fixture(autouse=True)
+def wide_help(monkeypatch):
+    """One line per option in the rendered help (typer reads TERMINAL_WIDTH once, at import)."""
+    import typer.rich_utils
+
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 1000)
 
 
 def run(*args):
-    return runner.invoke(app, [str(a) for a in args], env=WIDE)
+    return runner.invoke(app, [str(a) for a in args])
 
 
 def _commands(cmd=None, path=()):
@@ -275,7 +282,7 @@ def test_a_resumed_evaluation_says_how_many_images_were_stored(trained, tmp_path
         if done:
             raise KeyboardInterrupt  # after the first batch was stored
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="not this model's classes"):
         evaluate(load("small_cnn", pretrained=False, seed=0), HarmoniaDataset(data), parse_explainer_spec("saliency"),
                  MapScorer(), store=ResultStore(store), batch_size=2, num_workers=0, device="cpu", progress=interrupt)
     r = run("evaluate", "-m", "small_cnn", "--random-init", "--data", data, "--store", store, "--workers", "0",
