@@ -79,6 +79,19 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), parse_settings(rest, spec)
 
 
+def format_spec(name: str, settings: dict[str, Any] | None = None) -> str:
+    """The inverse of :func:`parse_spec`: ``"name"`` or ``"name:key=value,..."``.
+
+    Example:
+        >>> format_spec("smoothgrad", {"n_samples": 16, "noise": 0.15})
+        'smoothgrad:n_samples=16,noise=0.15'
+        >>> parse_spec(format_spec("saliency", {"reducer": "max_abs"}))
+        ('saliency', {'reducer': 'max_abs'})
+    """
+    items = ",".join(f"{k}={'none' if v is None else v}" for k, v in (settings or {}).items())
+    return f"{name}:{items}" if items else name
+
+
 def _normalise(name: str) -> str:
     return str(name).strip().lower().replace("-", "_")
 

@@ -319,3 +319,12 @@ def test_scoring_options_use_the_cli_spelling_before_any_work(option, value, mes
             "--store", store, option, value)
     assert_one_line_error(r, message)
     assert r.output.count("\n") == 1 and not store.exists(), r.output  # nothing read, loaded or stored first
+
+
+@pytest.mark.parametrize("args, message", [(["evaluate", "-m", "x"], "Missing option '--data'"),
+                                           (["evaluate", "-m", "x", "-d", "y", "--limit", "0"], "'--limit'"),
+                                           (["evaluatx"], "No such command 'evaluatx'")])
+def test_usage_errors_are_one_line_too(args, message):
+    r = run(*args)
+    assert_one_line_error(r, message, "--help')")
+    assert r.output.count("\n") == 1, r.output

@@ -80,6 +80,31 @@ class Explainer(ABC):
         """
         return {k: v for k, v in self.config().items() if k not in self.runtime_options}
 
+    @property
+    def signed(self) -> bool:
+        """Whether the maps have a sign (a signed channel reducer): figures centre them at 0.
+
+        Example:
+            >>> from harmonia.attribution import InputXGradient, Saliency
+            >>> InputXGradient().signed, Saliency().signed
+            (True, False)
+        """
+        from harmonia.attribution.reducers import SIGNED_REDUCERS
+
+        return getattr(self, "reducer", None) in SIGNED_REDUCERS
+
+    @property
+    def short_name(self) -> str:
+        """The method's name and channel reducer, for titles (``repr`` lists every setting).
+
+        Example:
+            >>> from harmonia.attribution import IntegratedGradients
+            >>> IntegratedGradients().short_name
+            'integrated_gradients (mean)'
+        """
+        reducer = getattr(self, "reducer", None)
+        return f"{self.name} ({reducer})" if reducer else self.name
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({args})"

@@ -71,6 +71,18 @@ def print_problem(label: str, message: str, style: str = "bold red") -> None:
     err_console.print(f"[{style}]{label}:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
+def print_usage_error(e: Any) -> None:
+    """A click usage error (missing option, invalid value, ...) as one line ``error: ...``.
+
+    Installed in place of Typer's boxed error panel (harmonia.cli.main), which wraps at 80
+    columns off a terminal and takes five lines: usage errors look like every other error
+    and still exit with code 2.
+    """
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    print_problem("error", f"{e.format_message()}{hint}")
+
+
 def _one_line(e: BaseException) -> str:
     if isinstance(e, KeyError) and e.args:
         return str(e.args[0]).strip().splitlines()[0] if str(e.args[0]).strip() else type(e).__name__

@@ -82,7 +82,8 @@ def explain_images(model, explainer, paths: list[Path], out: Path, target: int |
             tname = names[int(targets[j])] if names else str(int(targets[j]))
             folder.claim([f"{stem}.npy", f"{stem}.png"])
             atomic_save_npy(out / f"{stem}.npy", maps[j].cpu().numpy())
-            save_overlay(out / f"{stem}.png", images[j], maps[j], title=f"{p.name}: map of '{tname}' ({explainer!r})", lines=lines)
+            save_overlay(out / f"{stem}.png", images[j], maps[j], title=f"{p.name}: {explainer.short_name} map of '{tname}'",
+                         lines=lines, signed=explainer.signed)
             records.append({"image": p.name, "map": f"{stem}.npy", "figure": f"{stem}.png", "top1": labels[0],
                             "top1_prob": float(top_p[j, 0]), "explained_class": tname, "top5": "; ".join(labels)})
         if progress:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import typer
+from typer import rich_utils
 
 from harmonia import __version__
+from harmonia.cli.common import print_usage_error
+
+# Usage errors as one line `error: ...` like every other error (Typer boxes them in a panel).
+rich_utils.rich_format_error = print_usage_error
 
 app = typer.Typer(
     name="harmonia",

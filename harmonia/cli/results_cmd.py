@@ -43,40 +43,28 @@ def _one(store, prefix: str):
     return runs[0]
 
 
-def _headline(agg: dict | None) -> str:
-    if not agg:
-        return ""
-    parts = []
-    for name in ("spearman", "dice", "iou"):
-        v = agg.get(name)
-        if isinstance(v, dict) and v.get("mean") is not None:
-            parts.append(f"{name} {v['mean']:.4f}")
-    if agg.get("alignment") is not None:
-        parts.append(f"alignment {100 * agg['alignment']:.1f}%")
-    if agg.get("accuracy") is not None:
-        parts.append(f"acc {100 * agg['accuracy']:.1f}%")
-    return ", ".join(parts)
-
-
 @results_app.command("list")
 @user_errors
 def list_runs(
     kind: Optional[str] = typer.Option(None, help="Only runs of this kind (evaluation, ceiling, ...).", show_default="all kinds"),
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """One line per stored run, newest first."""
+    """One line per stored run, newest first: what tells it apart (model, data, settings) and its headline.
+
+    A trained model is named after the run folder that trained it (and its lambda), a random
+    one after its seed.
+    """
+    from harmonia.store.describe import run_data, run_headline, run_model, run_settings, trained_models
+
     s = _open(store)
+    runs = s.runs(kind=kind)
+    trained = trained_models(s.runs())  # whatever --kind shows, trained models are named by their runs
     table = Table(title=f"Runs in {s.path}")
-    for col in ("key", "kind", "status", "model", "data", "explainer", "images", "headline", "updated"):
+    for col in ("key", "kind", "status", "model", "data", "settings", "rows", "headline", "updated"):
         table.add_column(col)
-    for r in s.runs(kind=kind):
-        m = r.meta
-        table.add_row(
-            r.key[:10], r.kind, r.status, str(m.get("model", "")),
-            f"{Path(str(m.get('dataset', ''))).name}/{m.get('split', '')}" + (" (synthetic)" if m.get("synthetic") else ""),
-            str((m.get("explainer") or {}).get("name", "")), str(r.n_rows), _headline(r.aggregates),
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated)),
-        )
+    for r in runs:
+        table.add_row(r.key[:10], r.kind, r.status, run_model(r, trained), run_data(r), run_settings(r), str(r.n_rows),
+                      run_headline(r), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated)))
     console.print(table)
 
 

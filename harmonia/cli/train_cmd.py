@@ -165,7 +165,7 @@ def train_command(
     device: Optional[str] = typer.Option(None, help="'auto', 'cpu', 'cuda', ... (torchrun: each process takes cuda:LOCAL_RANK).", show_default="auto"),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bfloat16 autocast.", show_default="on for CUDA, off on the CPU"),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process.", show_default="0 on the CPU (forked workers slow the compute there), 4 on a GPU"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with loss parts, lr and img/s."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with loss parts, lr and img/s. Either way a header and one line per epoch and per evaluation are printed (a batch job's log)."),
     store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
 ) -> None:
     from harmonia.store import ResultStore
@@ -188,6 +188,7 @@ def train_command(
         "eval_every": eval_every, "eval_limit": eval_limit, "best_metric": best_metric, "ceiling": ceiling,
         "checkpoint_every_steps": checkpoint_every_steps, "checkpoint_every_epochs": checkpoint_every_epochs,
         "seed": seed, "device": device, "amp": amp, "num_workers": workers, "progress": progress,
+        "log": True,  # a header and a line per epoch and per evaluation, bar or not (batch jobs keep a log)
     }
     config = build_config(options, resume)
     main = int(os.environ.get("RANK", "0")) == 0  # torchrun: one store writer

@@ -119,7 +119,7 @@ class Alignment(Measurement):
         if mismatch:
             warnings.warn(mismatch, HarmoniaWarning, stacklevel=4)  # at the caller of evaluate()
         if (len(data) if self.limit is None else min(self.limit, len(data))):
-            self.scorer.check_map_size(*_map_size(data))
+            _check_map_size(self.scorer, data)
 
     def settings(self) -> dict[str, Any]:
         return {"explainer": self.explainer.key_config(), "scorer": self.scorer.config(),
@@ -164,6 +164,7 @@ class Alignment(Measurement):
             done_batch = ctx["finish_batch"]({**b, "image": images, "map": human})
             images, human = done_batch["image"], done_batch["map"]
         labels = torch.as_tensor(b["label"], device=dev)
+        self.scorer.check_map_size(*human.shape[-2:])  # maps finished on the device were not checked up front
         maps, logits, used_targets = _explain_batch(self.explainer, ctx["model"], images,
                                                     labels if self.targets == "label" else None, batch.ids)
         cache = ctx["cache"]
@@ -226,6 +227,7 @@ def check_classes(model: Any, dataset: Any, labels_as_targets: bool = True) -> s
     model_names = getattr(model, "class_names", None)
     names = getattr(getattr(dataset, "info", None), "classes", None)
     labels = getattr(dataset, "labels", None)
+    labels = list(labels) if isinstance(labels, (list, tuple)) else None  # readers without a label list: untold
     name = getattr(model, "name", type(model).__name__)
     root = getattr(dataset, "root", "the dataset")
     if n_model and labels:
@@ -317,13 +319,14 @@ def evaluate(
                batch_size=batch_size)
 
 
-def _map_size(dataset: Any) -> tuple[int, int]:
-    """Height and width of the dataset's human maps as items deliver them."""
+def _check_map_size(scorer: MapScorer, dataset: Any) -> None:
+    """The scorer's down-sampling against the dataset's map size, before any work (one item
+    read, only when down-sampling; readers that finish maps on the device are checked per batch)."""
+    if not scorer.downsample or scorer.downsample == 1 or hasattr(dataset, "finish_batch"):
+        return
     size = getattr(dataset, "size", None)
-    if size is not None:
-        return int(size[0]), int(size[1])
-    h, w = dataset[0]["map"].shape[-2:]
-    return int(h), int(w)
+    h, w = size if size is not None else dataset[0]["map"].shape[-2:]
+    scorer.check_map_size(int(h), int(w))
 
 
 def parse_ceiling_option(value: str | float | None) -> Ceiling | str | None:
@@ -359,7 +362,7 @@ def resolve_ceiling(dataset: Any, value: str | float | None, store: ResultStore 
     if parsed != "auto":
         return parsed  # type: ignore[return-value]
     if scorer is not None and len(dataset):
-        scorer.check_map_size(*_map_size(dataset))  # before a ceiling of unusable maps is computed
+        _check_map_size(scorer, dataset)  # before a ceiling of unusable maps is computed
     from harmonia.humans.ceiling import MapPreparation
 
     prep = MapPreparation.of(dataset, scorer)
