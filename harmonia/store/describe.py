@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harmonia.registry import format_spec
-from harmonia.store.sqlite import Run
+from harmonia.store.sqlite import Run, json_safe
 
 
 def trained_models(runs: Iterable[Run]) -> dict[str, Run]:
@@ -171,7 +171,7 @@ def run_headline(run: Run) -> str:
         >>> run_headline(Run("k", "adversarial", "complete", 0, 0, {}, a))
         'fooled 12/16, median L2 0.5100, Linf 0.0400, spearman 0.2000, alignment 30.0%'
     """
-    a = run.aggregates
+    a = json_safe(run.aggregates, inf_as_text=False)  # an undefined (NaN) number is left out, as a missing one
     if not a:
         return ""
     kind = run.kind

@@ -113,20 +113,21 @@ def decode(text: str) -> Any:
     return json.loads(text)
 
 
-def json_safe(value: Any) -> Any:
+def json_safe(value: Any, inf_as_text: bool = True) -> Any:
     """``value`` as standard JSON can say it, for output to other programs: NaN as None, inf
-    and -inf as the strings "inf" and "-inf" (the store itself keeps them exactly).
+    and -inf as the strings "inf" and "-inf" (kept as floats with ``inf_as_text=False``);
+    the store itself keeps them exactly.
 
     Example:
         >>> json_safe({"a": [float("nan"), float("-inf"), 1.5]})
         {'a': [None, '-inf', 1.5]}
     """
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else str(value)
+        return None if math.isnan(value) else (str(value) if inf_as_text else value)
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v, inf_as_text) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+        return [json_safe(v, inf_as_text) for v in value]
     return value
 
 
