@@ -174,3 +174,24 @@ def test_delete_run_removes_its_artifacts(tmp_path):
     store.start_run("k", "evaluation", {})
     (store.artifacts_dir("k") / "a.npy").write_bytes(b"1")
     assert store.delete_run("k") and not store.artifacts_dir("k", create=False).exists()
+
+
+def test_cli_merges_worker_stores(tmp_path):
+    from typer.testing import CliRunner
+
+    from harmonia.cli.main import app
+
+    for name, key in (("w1", "aaaa"), ("w2", "bbbb")):
+        s = ResultStore(tmp_path / f"{name}.sqlite")
+        s.start_run(key, "evaluation", {"model": name})
+        s.add_rows(key, [{"image_id": "x", "spearman": 0.5}])
+        s.finish_run(key, {"spearman": {"mean": 0.5}})
+        s.close()
+    args = ["results", "merge", str(tmp_path / "w1.sqlite"), str(tmp_path / "w2.sqlite"), "--store", str(tmp_path / "all.sqlite")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "1 new runs" in r.output and {x.key for x in ResultStore(tmp_path / "all.sqlite").runs()} == {"aaaa", "bbbb"}
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "0 new runs, 0 completed, 0 rows" in again.output
+    bad = CliRunner().invoke(app, ["results", "merge", str(tmp_path / "nope.sqlite"), "--store", str(tmp_path / "all.sqlite")])
+    assert bad.exit_code == 2 and "no such results store" in bad.output

@@ -11,13 +11,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from harmonia.cli.common import console, user_errors
+from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 
 results_app = typer.Typer(
     help="Query and export the results store (default $HARMONIA_STORE or ./harmonia-results.sqlite).\n\n"
     "Examples:\n\n  harmonia results list\n\n  harmonia results show 3fa2\n\n"
-    "  harmonia results export runs.csv\n\n  harmonia results export rows.csv --rows 3fa2",
+    "  harmonia results export runs.csv\n\n  harmonia results export rows.csv --rows 3fa2\n\n"
+    "  harmonia results merge workers/*.sqlite --store all.sqlite",
     no_args_is_help=True,
 )
 app.add_typer(results_app, name="results")
@@ -103,3 +104,36 @@ def export(
     else:
         atomic_write_text(out, text)
         console.print(f"wrote {out}")
+
+
+MERGE_HELP = """Merge worker stores into one (--store, created if missing).
+
+Run keys are content addresses, so merging is idempotent: a run complete in the target is
+kept, a partial one gains the worker's rows (and completes when the worker's run is
+complete), a missing one is copied with its artifacts. Give each worker process or
+machine its own store file (SQLite must not be shared over a network filesystem) and merge
+them where the results are read.
+
+Example:
+
+  harmonia results merge workers/*.sqlite --store all.sqlite
+"""
+
+
+@results_app.command("merge", help=reflow(MERGE_HELP))
+@user_errors
+def merge(
+    sources: list[Path] = typer.Argument(..., help="Worker stores to merge in."),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    from harmonia.store import ResultStore, default_store_path
+
+    missing = [p for p in sources if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: no such results store")
+    target = ResultStore(store or default_store_path())
+    for src in sources:
+        n = target.merge(src)
+        console.print(f"{src}: {n['runs']} new runs, {n['completed']} completed, {n['rows']} rows, "
+                      f"{n['artifacts']} artifacts", highlight=False)
+    console.print(f"merged into {target.path}")
