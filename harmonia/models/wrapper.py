@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from harmonia.store.keys import hash_state_dict
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -328,14 +330,7 @@ class HarmoniaModel(nn.Module):
             h = hashlib.blake2b(digest_size=16)
             h.update(json.dumps(self.preprocessing.to_json(), sort_keys=True).encode())
             h.update(type(self.net).__qualname__.encode())
-            for key, value in self.net.state_dict().items():
-                h.update(key.encode())
-                if not isinstance(value, torch.Tensor):
-                    h.update(repr(value).encode())
-                    continue
-                t = value.detach().to("cpu").contiguous()
-                h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            hash_state_dict(h, self.net.state_dict())
             self._fingerprint = h.hexdigest()
             self._stamp = stamp
         return self._fingerprint

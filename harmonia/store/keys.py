@@ -81,20 +81,24 @@ def model_key(model: Any) -> str:
 
 def module_digest(module: Any) -> str:
     """blake2b digest of a module's class, structure (``repr``) and ``state_dict`` bytes."""
-    import torch
-
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{type(module).__module__}.{type(module).__qualname__}\0{module!r}".encode())
-    for name, value in module.state_dict().items():
-        h.update(name.encode() + b"\0")
+    hash_state_dict(h, module.state_dict())
+    return h.hexdigest()
+
+
+def hash_state_dict(h: Any, state: dict[str, Any]) -> None:
+    """Feed a ``state_dict`` (names, dtypes, shapes and bytes of its tensors) into hash ``h``."""
+    import torch
+
+    for key, value in state.items():
+        h.update(key.encode())
         if not isinstance(value, torch.Tensor):
             h.update(repr(value).encode())
             continue
         t = value.detach().to("cpu").contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 def array_digest(*arrays: Any) -> str:
