@@ -87,6 +87,19 @@ def test_resolve_device_rejects_unknown_and_absent_devices(monkeypatch):
         resolve_device(torch.device("cuda", 0))
 
 
+def test_library_functions_check_the_device_before_starting_a_run(tiny_model, subj_dataset, tmp_path):
+    from harmonia.evaluation import evaluate
+    from harmonia.humans.ceiling import run_ceiling
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    ds = HarmoniaDataset(subj_dataset)
+    with pytest.raises(UserError, match="tpu"):
+        run_ceiling(ds, store, device="tpu")
+    with pytest.raises(UserError, match="tpu"):
+        evaluate(tiny_model, ds, store=store, device="tpu")
+    assert store.runs() == []
+
+
 @pytest.mark.parametrize("device", ["tpu", "cuda"])
 @pytest.mark.parametrize(
     "command",

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from harmonia.humans.blur import BLUR_METHODS, blur_maps
 from harmonia.metrics import Summary, dice_top, iou_top, spearman, summarize
+from harmonia.utils.device import resolve_device
 
 DEFAULT_REPEATS = 10
 DEFAULT_CHUNK = 32
@@ -284,7 +285,7 @@ def split_half_ceiling(
     _check(blur, repeats)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if device is not None:
-        s = s.to(device)
+        s = s.to(resolve_device(device))
     _, fn = resolve_metric(metric)
     ceil, _ = _chunk_scores([s], rng, repeats, fn, blur, blur_size, sigma, crop, floor=False)
     return float(ceil[0])
@@ -407,6 +408,7 @@ def iter_ceiling_rows(
     if seed < 0:
         raise ValueError("seed must be >= 0")
     _, fn = resolve_metric(metric)
+    device = resolve_device(device) if device is not None else None
     skip = skip or set()
     for c, idx in enumerate(_chunks(src.ids, seed, chunk_size)):
         if all(src.ids[i] in skip for i in idx):
@@ -552,6 +554,7 @@ def run_ceiling(
     from harmonia.store import cache_key, dataset_fingerprint
 
     src = _Source(dataset)
+    device = resolve_device(device) if device is not None else None  # before a run is started in the store
     if callable(metric) and store is not None:
         raise ValueError("a custom metric function cannot be cached in the store; pass its name or store=None")
     settings = ceiling_settings(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, prepare)
