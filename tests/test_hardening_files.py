@@ -275,7 +275,7 @@ def test_an_interrupted_simulate_is_replaced_by_overwrite(tmp_path, reference_si
     from harmonia.humans.simulate import simulate_clickme
 
     out = tmp_path / "sim"
-    simulate_killed(out, 72, **SIM)
+    simulate_killed(out, 64, **SIM)  # in the first split: nothing complete yet
     simulate_clickme(out, progress=False, overwrite=True, **SIM)
     assert tree(out) == reference_simulation
 
