@@ -276,7 +276,10 @@ def test_an_interrupted_simulate_is_replaced_by_overwrite(tmp_path, reference_si
 
     out = tmp_path / "sim"
     simulate_killed(out, 64, **SIM)  # in the first split: nothing complete yet
-    simulate_clickme(out, progress=False, overwrite=True, **SIM)
+    from harmonia.errors import HarmoniaWarning
+
+    with pytest.warns(HarmoniaWarning, match="half-written split 'train'"):
+        simulate_clickme(out, progress=False, overwrite=True, **SIM)
     assert tree(out) == reference_simulation
 
 
