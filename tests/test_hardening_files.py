@@ -368,3 +368,11 @@ def test_train_and_demo_never_replace_a_users_file_in_their_out_folder(tmp_path)
     r = run("demo", "--quick", "--out", out)
     assert r.exit_code == 2 and "not written by harmonia" in r.output, r.output
     assert (out / "report.html").read_text() == "my report"
+
+
+def test_neural_make_sim_never_writes_into_a_users_folder(tmp_path):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "notes.txt").write_text("mine")
+    r = run("neural", "--make-sim", tmp_path)
+    assert r.exit_code == 2 and "not written by harmonia" in r.output, r.output
+    assert (tmp_path / "flat" / "notes.txt").read_text() == "mine" and not (tmp_path / "spatial").exists()
