@@ -68,6 +68,29 @@ def test_train_refuses_a_run_folder_another_process_writes_and_takes_over_a_dead
     assert not (out / ".harmonia.lock").exists()  # released: removed
 
 
+def test_a_lock_dies_with_its_holder_even_when_it_forked_workers(tmp_path):
+    """DataLoader workers are forks of the trainer: they must not keep its lock after a kill -9."""
+    from harmonia.utils.lock import LockedError, folder_lock
+
+    child = hold_in_child(f"from harmonia.utils.lock import folder_lock\n"
+                          f"import os, time\n"
+                          f"lock = folder_lock({str(tmp_path)!r}, 'run folder').acquire()\n"
+                          f"worker = os.fork()\n"
+                          f"if worker == 0:\n"
+                          f"    time.sleep(60); os._exit(0)\n"
+                          f"open({str(tmp_path / 'worker')!r}, 'w').write(str(worker))\n")
+    worker = int((tmp_path / "worker").read_text())
+    try:
+        with pytest.raises(LockedError, match=f"pid {child.pid}"):
+            folder_lock(tmp_path, "run folder").acquire()
+        kill(child)  # the forked worker lives on
+        with folder_lock(tmp_path, "run folder") as lock:
+            assert lock.held
+    finally:
+        kill(child) if child.poll() is None else None
+        os.kill(worker, signal.SIGKILL)
+
+
 def test_a_store_run_being_written_is_locked_until_finished(tmp_path):
     from harmonia.store import ResultStore
     from harmonia.utils.lock import LockedError
@@ -275,8 +298,11 @@ def test_an_interrupted_simulate_is_replaced_by_overwrite(tmp_path, reference_si
     from harmonia.humans.simulate import simulate_clickme
 
     out = tmp_path / "sim"
-    simulate_killed(out, 72, **SIM)
-    simulate_clickme(out, progress=False, overwrite=True, **SIM)
+    simulate_killed(out, 64, **SIM)  # in the first split: nothing complete yet
+    from harmonia.errors import HarmoniaWarning
+
+    with pytest.warns(HarmoniaWarning, match="half-written split 'train'"):
+        simulate_clickme(out, progress=False, overwrite=True, **SIM)
     assert tree(out) == reference_simulation
 
 
@@ -342,3 +368,11 @@ def test_train_and_demo_never_replace_a_users_file_in_their_out_folder(tmp_path)
     r = run("demo", "--quick", "--out", out)
     assert r.exit_code == 2 and "not written by harmonia" in r.output, r.output
     assert (out / "report.html").read_text() == "my report"
+
+
+def test_neural_make_sim_never_writes_into_a_users_folder(tmp_path):
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "notes.txt").write_text("mine")
+    r = run("neural", "--make-sim", tmp_path)
+    assert r.exit_code == 2 and "not written by harmonia" in r.output, r.output
+    assert (tmp_path / "flat" / "notes.txt").read_text() == "mine" and not (tmp_path / "spatial").exists()

@@ -87,6 +87,19 @@ def test_resolve_device_rejects_unknown_and_absent_devices(monkeypatch):
         resolve_device(torch.device("cuda", 0))
 
 
+def test_library_functions_check_the_device_before_starting_a_run(tiny_model, subj_dataset, tmp_path):
+    from harmonia.evaluation import evaluate
+    from harmonia.humans.ceiling import run_ceiling
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    ds = HarmoniaDataset(subj_dataset)
+    with pytest.raises(UserError, match="tpu"):
+        run_ceiling(ds, store, device="tpu")
+    with pytest.raises(UserError, match="tpu"):
+        evaluate(tiny_model, ds, store=store, device="tpu")
+    assert store.runs() == []
+
+
 @pytest.mark.parametrize("device", ["tpu", "cuda"])
 @pytest.mark.parametrize(
     "command",
@@ -112,11 +125,13 @@ def test_every_device_option_is_one_line_error(command, device, ckpt, tiny_datas
 
 
 # -- item 7: --ceiling, --size, --downsample ------------------------------------------------------------
+@pytest.mark.parametrize("command", ["evaluate", "attack"])
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
-def test_ceiling_must_be_positive(value, ckpt, tiny_dataset, tmp_path):
-    r = run("evaluate", "-m", ckpt, "-d", tiny_dataset, "--ceiling", value, "--device", "cpu",
+def test_ceiling_must_be_positive(command, value, ckpt, tiny_dataset, tmp_path):
+    r = run(command, "-m", ckpt, "-d", tiny_dataset, "--ceiling", value, "--device", "cpu",
             "--store", tmp_path / "r.sqlite")
     assert_one_line_error(r, "--ceiling", "positive")
+    assert r.output.count("\n") == 1, r.output  # before the data is read (no SYNTHETIC note)
 
 
 def test_library_ceiling_checks():

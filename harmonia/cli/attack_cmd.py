@@ -129,13 +129,14 @@ def attack_command(
     from harmonia.adversarial.alignment import check_target
     from harmonia.attacks import MinimalNormAttack, create_attack
     from harmonia.data import HarmoniaDataset
-    from harmonia.evaluation import resolve_ceiling
+    from harmonia.evaluation import parse_ceiling_option, resolve_ceiling
     from harmonia.models import load
     from harmonia.store import ResultStore
     from harmonia.utils.device import resolve_device
     from harmonia.utils.io import OutputFolder, unique_labels
 
     dev = resolve_device(device)
+    parse_ceiling_option(ceiling)  # a bad value fails before anything is read or loaded
     if target is not None and grouping is not None:
         raise ValueError("--target and --grouping exclude each other (a two-way decision has one other group)")
     atk = create_attack(_attack_for_norm(attack, norm))

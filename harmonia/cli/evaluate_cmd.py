@@ -63,7 +63,7 @@ def evaluate_command(
     from harmonia.attribution import parse_explainer_spec
     from harmonia.data import HarmoniaDataset
     from harmonia.evaluation import check_classes, evaluate, resolve_ceiling
-    from harmonia.evaluation.evaluate import check_targets_mode
+    from harmonia.evaluation.evaluate import check_targets_mode, parse_ceiling_option
     from harmonia.metrics import MapScorer
     from harmonia.models import load
     from harmonia.store import ResultStore
@@ -71,6 +71,7 @@ def evaluate_command(
 
     explainers = [parse_explainer_spec(e) for e in explainer]  # validate all before loading anything
     check_targets_mode(targets)
+    parse_ceiling_option(ceiling)  # a bad value fails before anything is read or loaded
     dev = resolve_device(device)
     scorer = MapScorer(blur_sigma=blur, downsample=downsample)
     dataset = HarmoniaDataset(data, split=split, size=size)

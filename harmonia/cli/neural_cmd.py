@@ -80,7 +80,9 @@ def _make_sim(out: Path) -> None:
     from harmonia.neural.brainscore import write_brainscore_assembly
     from harmonia.neural.data import save_recording
     from harmonia.neural.simulate import simulate_flat, simulate_spatial, write_arcaro_mat
+    from harmonia.utils.io import OutputFolder
 
+    OutputFolder(out, option="--make-sim").claim(["flat", "brainscore", "spatial"])  # never over a user's folders
     flat = simulate_flat(n_stimuli=200, n_neurons=20, layer="block2", seed=0)
     save_recording(flat, out / "flat")
     write_brainscore_assembly(flat, out / "brainscore" / "assy_harmonia_Simulated" / "assy_harmonia_Simulated.nc")

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from harmonia.humans.blur import BLUR_METHODS, blur_maps
 from harmonia.measurements.base import Batch, Measurement
 from harmonia.metrics import Summary, dice_top, iou_top, spearman, summarize
+from harmonia.utils.device import resolve_device
 
 DEFAULT_REPEATS = 10
 DEFAULT_CHUNK = 32
@@ -285,7 +286,7 @@ def split_half_ceiling(
     _check(blur, repeats)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if device is not None:
-        s = s.to(device)
+        s = s.to(resolve_device(device))
     _, fn = resolve_metric(metric)
     ceil, _ = _chunk_scores([s], rng, repeats, fn, blur, blur_size, sigma, crop, floor=False)
     return float(ceil[0])
@@ -408,6 +409,7 @@ def iter_ceiling_rows(
     if seed < 0:
         raise ValueError("seed must be >= 0")
     _, fn = resolve_metric(metric)
+    device = resolve_device(device) if device is not None else None
     skip = skip or set()
     for c, idx in enumerate(_chunks(src.ids, seed, chunk_size)):
         if all(src.ids[i] in skip for i in idx):
@@ -559,7 +561,8 @@ class HumanCeiling(Measurement):
         resolve_metric(metric)  # validate before any work
         self.map_prep = map_prep  # resize / blur / pool both halves as evaluation prepares maps
         self.metric, self.repeats, self.blur, self.blur_size, self.sigma = metric, repeats, blur, blur_size, sigma
-        self.crop, self.seed, self.chunk_size, self.device = crop, seed, chunk_size, device
+        self.crop, self.seed, self.chunk_size = crop, seed, chunk_size
+        self.device = resolve_device(device) if device is not None else None  # checked before any work
         self._src: _Source | None = None
         self._src_of: Any = None
 

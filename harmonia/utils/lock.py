@@ -1,18 +1,22 @@
 """Exclusive locks on things being written (a run folder, a store run, a dataset split).
 
-A lock is a small file holding the holder's pid (removed on release), locked with ``flock``: the kernel drops
-the lock when the holder dies however it dies (kill -9 included), so a lock file left
-behind by a dead process is simply taken over, while a live holder makes the next writer
-refuse at once with a message naming its pid. Within one process a lock is re-entrant
-(a second :class:`PathLock` on the same file just counts), so code that opens the same
-run twice in one process does not lock itself out.
+A lock is a small file holding the holder's pid (removed on release), locked with a POSIX
+record lock (``lockf``): the kernel drops it when the holder dies however it dies (kill -9
+included), so a lock file left behind by a dead process is simply taken over, while a live
+holder makes the next writer refuse at once with a message naming its pid. Within one
+process a lock is re-entrant (a second :class:`PathLock` on the same file just counts), so
+code that opens the same run twice in one process does not lock itself out. (A POSIX lock
+is dropped when its process closes *any* descriptor of the file: nothing here opens a lock
+file it holds.)
 
 Example:
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / ".lock"
-    >>> with PathLock(path, "run folder /x"):
-    ...     int(path.read_text().split()[0]) == os.getpid()
-    True
+    >>> with PathLock(path, "run folder /x") as lock:
+    ...     lock.held, path.exists()
+    (True, True)
+    >>> path.exists()  # removed on release
+    False
 """
 
 from __future__ import annotations
@@ -112,12 +116,14 @@ class PathLock:
     def _lock(self, f: Any) -> None:
         if fcntl is not None:
             try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # A POSIX record lock, not flock: it belongs to this process only, so DataLoader
+                # workers forked while it is held do not keep it alive after a kill -9 of their parent.
+                fcntl.lockf(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
-            except BlockingIOError:
+            except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held by another process
                 pass
             holder = _read_holder(self.path)
-        else:  # no flock: the pid in the file decides; a dead holder's file is taken over
+        else:  # no fcntl: the pid in the file decides; a dead holder's file is taken over
             holder = _read_holder(self.path)
             if holder is None or holder == os.getpid() or not _pid_alive(holder):
                 return
@@ -176,8 +182,8 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> PathLock:
     Example:
         >>> import tempfile
         >>> d = tempfile.mkdtemp()
-        >>> with folder_lock(d, "run folder"):
-        ...     folder_lock(d).acquire().held   # the same process may re-enter
+        >>> with folder_lock(d, "run folder"), folder_lock(d) as again:  # the same process may re-enter
+        ...     again.held
         True
     """
     return PathLock(Path(folder) / LOCK_FILE, f"{what} {folder}")
