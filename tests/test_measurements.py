@@ -229,3 +229,20 @@ def test_a_release_does_not_change_keys_a_measurement_version_does(tmp_path, mon
     assert Alignment().key(model, data, store) == before
     monkeypatch.setattr(Alignment, "version", "2")
     assert Alignment().key(model, data, store) != before
+
+
+def test_public_wrappers_never_serve_one_plain_module_the_numbers_of_another(tmp_path):
+    """The report of issue 16: two differently initialised modules without fingerprint()."""
+    from harmonia.adversarial import adversarial_alignment
+    from harmonia.attacks import FMN
+    from harmonia.neural.run import run_neural
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    data = _images(tmp_path)
+    a = adversarial_alignment(_plain_cnn(0), data, FMN(steps=4), store=store, limit=3)
+    b = adversarial_alignment(_plain_cnn(1), data, FMN(steps=4), store=store, limit=3)
+    assert a.key != b.key and not b.cached
+    rec = _recording(tmp_path)
+    assert not run_neural(_gt_net(0), rec, store=store, n_components=3)[1]
+    assert not run_neural(_gt_net(1), rec, store=store, n_components=3)[1]
+    assert run_neural(_gt_net(1), rec, store=store, n_components=3)[1]  # the same weights again: a hit

@@ -110,7 +110,9 @@ class Measurement(ABC):
 
     # -- defaults ---------------------------------------------------------------------------
     def check(self, model: Any, data: Any) -> None:
-        """Validate before any work (raise ValueError with a one-line message)."""
+        """Validate before any work (raise ValueError with a one-line message). Called first,
+        so it may also resolve what depends on the model or data (``NeuralSweep`` finds the
+        model's default layers here, which its items and settings then use)."""
 
     def prepare(self, model: Any, data: Any, data_key: Any) -> Any:
         """The context ``compute`` gets (e.g. the model moved to its device); default: the model.
