@@ -169,7 +169,6 @@ def run(
     data_key = measurement.data_key(data, store)
     key = measurement.key(model, data, store, data_key)
     all_ids = measurement.items(data)
-    meta = measurement.meta(model, data)
     done: set[str] = set()
     if store is not None:
         stored = store.get_run(key)
@@ -186,6 +185,8 @@ def run(
             result = Result(key, True, rows, agg, stored.meta, measurement.kind, measurement.headline(agg))
             emit("cached", {"total": len(all_ids), "result": result})
             return result
+    meta = measurement.meta(model, data)  # after the cache check: a hit never pays for it
+    if store is not None:
         store.start_run(key, kind=measurement.kind, meta=meta)
         done = store.done_ids(key)
     wanted = set(all_ids)

@@ -95,9 +95,15 @@ class NeuralSweep(Measurement):
     def aggregate(self, rows: list[dict[str, Any]], data: NeuralRecording) -> dict[str, Any]:
         return aggregates(self.sweep(rows, data))
 
-    def sweep(self, rows: list[dict[str, Any]], data: NeuralRecording) -> SweepResult:
-        """The :class:`SweepResult` of a run's rows."""
-        ceiling, kind, settings, reliability = sweep_header(data, self.layers, **self._score_kw())
+    def sweep(self, rows: list[dict[str, Any]], data: NeuralRecording, agg: dict[str, Any] | None = None) -> SweepResult:
+        """The :class:`SweepResult` of a run's rows (its ceiling and settings from the run's
+        aggregates ``agg`` when given, else computed from the recording)."""
+        if agg is not None:
+            nan_if_none = lambda v: math.nan if v is None else v  # noqa: E731 (runs migrated from a v1 store)
+            ceiling, kind, settings, reliability = (nan_if_none(agg["ceiling"]), agg["ceiling_kind"], agg["settings"],
+                                                    nan_if_none(agg.get("reliability")))
+        else:
+            ceiling, kind, settings, reliability = sweep_header(data, self.layers, **self._score_kw())
         layers = [LayerScore(r["layer"], r["score"], r["ceiled"], int(r["n_features"]), list(r["per_neuron"]),
                              r.get("map_spearman", math.nan), r.get("map_spearman_down", math.nan)) for r in rows]
         return SweepResult(data.kind, layers, ceiling, kind, settings, reliability)
@@ -124,7 +130,7 @@ def run_neural(
     """
     m = NeuralSweep(**kw, **({"progress": progress} if progress is not None else {}))
     res = run(m, model, rec, store=store, recompute=recompute)
-    return m.sweep(res.rows, rec), res.cached
+    return m.sweep(res.rows, rec, res.aggregates), res.cached
 
 
 def aggregates(res: SweepResult) -> dict[str, Any]:
