@@ -7,7 +7,6 @@ classes are not the dataset's labels. Everything runs on tiny models and data (s
 import math
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner

@@ -157,7 +157,7 @@ def test_process_clicks_matches_naive_loop_with_resize_and_crop():
     rng = np.random.default_rng(0)
     sizes = {f"im{i}.jpg": (int(rng.integers(20, 40)), int(rng.integers(20, 40))) for i in range(12)}
     rows = []
-    for t in range(400):
+    for _ in range(400):
         name = f"im{rng.integers(0, 13)}.jpg"  # im12 has no size: dropped
         n = int(rng.integers(0, 12))
         rows.append((name, f"u{rng.integers(0, 60)}", rng.integers(-3, 42, n).tolist(), rng.integers(-3, 42, n).tolist(),

@@ -109,7 +109,7 @@ class Measurement(ABC):
         """A flat dict of the main numbers (tables, plots)."""
 
     # -- defaults ---------------------------------------------------------------------------
-    def check(self, model: Any, data: Any) -> None:
+    def check(self, model: Any, data: Any) -> None:  # noqa: B027  (optional hook: most need no checks)
         """Validate before any work (raise ValueError with a one-line message). Called first,
         so it may also resolve what depends on the model or data (``NeuralSweep`` finds the
         model's default layers here, which its items and settings then use)."""

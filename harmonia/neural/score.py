@@ -25,7 +25,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from harmonia.metrics import downsample, spearman
 from harmonia.neural.ceiling import pairwise_neuron_ceiling, split_half_reliability

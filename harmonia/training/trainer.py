@@ -40,7 +40,8 @@ from torch.utils.data import DataLoader
 
 from harmonia.training import distributed as D
 from harmonia.training.augment import PairedAugment, step_generator
-from harmonia.training.loss import check_loss_options, freeze_batchnorm
+from harmonia.config import Config
+from harmonia.training.loss import LossOptions, freeze_batchnorm
 from harmonia.training.mixing import ImageFolderSource, MixedBatchSampler, MixedDataset, folder_count
 from harmonia.training.schedule import ScheduleFn, build_scheduler, recipe_milestones
 from harmonia.training.state import BEST, FINAL, LAST, load_state, rng_state, save_state, set_rng_state, sweep_temporaries
@@ -52,7 +53,7 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The published recipe (see /work/shared/reference/harmonizer.md). Its learning rate is
+    # The published recipe (docs/methods.md, "The harmonizer loss"). Its learning rate is
     # not recorded: lr=None resolves to 0.1 x batch / 256 (the linear scaling rule).
     "harmonizer": {
         "optimizer": "sgd", "lr": None, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0,
@@ -80,7 +81,7 @@ class TrainingDivergedError(ValueError):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Everything a training run depends on (saved as ``OUT/config.json``).
 
     Build one from a preset with :meth:`from_preset`; the field defaults are the
@@ -110,21 +111,22 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 0.0  # the optimizer's own decay (AdamW: decoupled), weight parameters only
-    lambda_weights: float = 1e-5  # the loss's sum 0.5 ||w||^2 term (the recipe's weight decay)
+    lambda_weights: float = LossOptions.lambda_weights  # the loss's sum 0.5 ||w||^2 term (the recipe's weight decay)
     schedule: str = "step"  # "step" | "cosine" | "constant"
     warmup_epochs: float | None = None
     milestones: list[float] | None = None  # epochs where the LR is multiplied by gamma
     gamma: float = 0.1
     min_lr_fraction: float = 0.0  # cosine: final LR / base LR
-    lambda_harmonization: float = 1.0
-    label_smoothing: float = 0.1
-    levels: int = 5
-    reducer: str = "mean"  # training saliency's channel reduction (signed mean, as released)
-    saliency_input: str = "pixels"
-    score: str = "logit"  # what the training saliency explains (the true-class logit, as released)
-    lambda_outside: float = 0.0  # extra term, not in the release: squared saliency where people do not look
-    outside_threshold: float = 0.05
-    lambda_masked: float = 0.0  # extra term, not in the release: cross-entropy of images reduced to the human maps
+    # the loss (harmonia.training.loss.LossOptions holds the defaults)
+    lambda_harmonization: float = LossOptions.lambda_harmonization
+    label_smoothing: float = LossOptions.label_smoothing
+    levels: int = LossOptions.levels
+    reducer: str = LossOptions.reducer  # training saliency's channel reduction (signed mean, as released)
+    saliency_input: str = LossOptions.saliency_input
+    score: str = LossOptions.score  # what the training saliency explains (the true-class logit, as released)
+    lambda_outside: float = LossOptions.lambda_outside  # extra term, not in the release: squared saliency where people do not look
+    outside_threshold: float = LossOptions.outside_threshold
+    lambda_masked: float = LossOptions.lambda_masked  # extra term, not in the release: cross-entropy of images reduced to the human maps
     freeze_batchnorm: bool = False  # BatchNorm on running statistics (affine still trained): cheap loss path
     image_size: int | None = None
     model_input_size: int | None = None  # None: the network sees image_size (no inner resize)
@@ -163,22 +165,13 @@ class TrainConfig:
             'step'
         """
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+            raise UserError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+        cls.check_keys(overrides, "training")
         return cls(**{**PRESETS[preset], "preset": preset, **overrides})
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["crop_scale"] = list(self.crop_scale)
-        return d
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
-        """Inverse of :meth:`to_json` (unknown keys are ignored, so old configs still load)."""
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in data.items() if k in known}
-        if "crop_scale" in d:
-            d["crop_scale"] = tuple(d["crop_scale"])
-        return cls(**d)
+    def loss_options(self) -> LossOptions:
+        """The loss settings of this run (the :class:`LossOptions` fields it has; the rest default)."""
+        return LossOptions(**{k: getattr(self, k) for k in LossOptions.field_names() if hasattr(self, k)})
 
     # -- derived values ------------------------------------------------------------------------
     def resolved_lr(self) -> float:
@@ -202,9 +195,8 @@ class TrainConfig:
         """The settings that define the run's result (runtime-only ones left out)."""
         return {k: v for k, v in self.to_json().items() if k not in RUNTIME_FIELDS}
 
-    def validate(self) -> None:
-        """Raise ValueError naming the first unusable setting."""
-        checks = [
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
             (bool(self.data), "data: a dataset directory is needed"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -218,14 +210,15 @@ class TrainConfig:
             (self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}"),
             (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        check_loss_options(self.reducer, self.saliency_input, self.score, self.lambda_outside, self.outside_threshold,
-                           self.lambda_masked)
+
+    def validate(self) -> "TrainConfig":
+        """Raise :class:`~harmonia.errors.UserError` naming the first unusable setting."""
+        super().validate()
+        self.loss_options().validate()
         from harmonia.evaluation import parse_ceiling_option
 
         parse_ceiling_option(self.ceiling)  # before the first epoch, not at its evaluation
+        return self
 
 
 @dataclass
