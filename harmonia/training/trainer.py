@@ -29,7 +29,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -38,9 +38,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from harmonia.config import Config
+from harmonia.errors import UserError
 from harmonia.training import distributed as D
 from harmonia.training.augment import PairedAugment, step_generator
-from harmonia.config import Config
 from harmonia.training.loss import LossOptions, freeze_batchnorm
 from harmonia.training.mixing import ImageFolderSource, MixedBatchSampler, MixedDataset, folder_count
 from harmonia.training.schedule import ScheduleFn, build_scheduler, recipe_milestones
