@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -148,9 +148,8 @@ class Registry(Generic[T]):
         key = self.resolve(name)
         known = self.settings(key)
         unknown = sorted(set(kwargs) - set(known))
-        if unknown:
-            raise ValueError(f"{self.kind} {key} has no setting {', '.join(map(repr, unknown))}; "
-                             f"its settings: {', '.join(known) or 'none'}")
+        if unknown and not self.takes_any(key):
+            raise UnknownSettingError(self.kind, key, unknown, known)
         return self._entries[key](**kwargs)
 
     def from_spec(self, spec: str, **defaults: Any) -> T:
@@ -164,3 +163,32 @@ class Registry(Generic[T]):
         except ValueError:
             return False
         return True
+
+    def takes_any(self, name: str) -> bool:
+        """True when ``name``'s factory takes ``**kwargs`` (it checks its own settings then)."""
+        factory = self.get(name)
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, name: str) -> Callable[..., T]:
+        return self.get(name)
+
+
+class UnknownSettingError(ValueError):
+    """A setting the factory does not take; ``unknown`` and ``known`` name them.
+
+    Example:
+        >>> str(UnknownSettingError("attack", "fmn", ["stpes"], ["steps"]))
+        "attack fmn has no setting 'stpes'; its settings: steps"
+    """
+
+    def __init__(self, kind: str, name: str, unknown: list[str], known: list[str]) -> None:
+        self.kind, self.name, self.unknown, self.known = kind, name, list(unknown), list(known)
+        super().__init__(f"{kind} {name} has no setting {', '.join(map(repr, self.unknown))}; "
+                         f"its settings: {', '.join(self.known) or 'none'}")

@@ -15,6 +15,7 @@ from harmonia.adversarial.alignment import (
     adversarial_alignment,
     aggregate_attack_rows,
     alignment_scores,
+    parse_target,
     resolve_targets,
 )
 from harmonia.adversarial.figure import save_attack_figure
@@ -33,6 +34,7 @@ __all__ = [
     "adversarial_alignment",
     "aggregate_attack_rows",
     "alignment_scores",
+    "parse_target",
     "perturbation_map",
     "resolve_grouping",
     "resolve_targets",

@@ -81,6 +81,37 @@ def check_target(target: Target | None, num_classes: int | None) -> None:
         raise UserError(f"{where} is not a class of this model (it has {num_classes}: 0..{num_classes - 1})")
 
 
+def parse_target(text: str | None, dataset: Any = None) -> Target | None:
+    """The ``--target`` text: None, a class index, ``"least_likely"`` or {image id: class} from a
+    column of ``dataset``'s index.csv (``"column:NAME"``).
+
+    Example:
+        >>> parse_target("3"), parse_target("least-likely"), parse_target(None)
+        (3, 'least_likely', None)
+    """
+    if text is None:
+        return None
+    t = text.strip()
+    if t.lstrip("-").isdigit():
+        if int(t) < 0:
+            raise ValueError(f"--target {t}: a class index is >= 0")
+        return int(t)
+    if t.replace("-", "_").lower() == LEAST_LIKELY:
+        return LEAST_LIKELY
+    if t.startswith("column:"):
+        from harmonia.data.format import read_index_column
+
+        if dataset is None:
+            raise ValueError(f"--target {t}: a column target needs the dataset")
+        out = {}
+        for image_id, value in read_index_column(dataset.split_dir, t[len("column:"):]).items():
+            if not value.strip().isdigit():
+                raise ValueError(f"--target {t}: image {image_id!r} has target {value!r}, not a class index")
+            out[image_id] = int(value)
+        return out
+    raise ValueError(f"--target {t!r}: expected a class index, 'least-likely' or 'column:NAME'")
+
+
 def _target_setting(target: Target | None) -> Any:
     """JSON-able cache-key part of a target (a digest for a per-image mapping)."""
     if target is None or isinstance(target, (int, str)):

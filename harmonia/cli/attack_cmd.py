@@ -48,51 +48,6 @@ Examples:
   harmonia attack -m M -d D --target column:goal
 """
 
-NORM_ATTACKS = {"l2": {"fmn", "ddn", "pgd_bisection_2023"}, "linf": {"fmn_linf"}}
-
-
-def _attack_for_norm(spec: str, norm: Optional[str]) -> str:
-    """The attack spec for ``--norm``: fmn becomes fmn_linf for linf; other mismatches are errors."""
-    name, sep, opts = spec.partition(":")
-    name = name.strip().replace("-", "_")
-    if norm is None:
-        return spec
-    norm = norm.lower()
-    if norm not in NORM_ATTACKS:
-        raise ValueError(f"unknown norm {norm!r}; valid: l2, linf")
-    if norm == "linf" and name == "fmn":
-        name = "fmn_linf"
-    elif norm == "l2" and name == "fmn_linf":
-        name = "fmn"
-    if name not in NORM_ATTACKS[norm]:
-        raise ValueError(f"attack {name!r} does not minimise the {norm} norm; {norm} attacks: "
-                         f"{', '.join(sorted(NORM_ATTACKS[norm]))}")
-    return name + sep + opts
-
-
-def _parse_target(text: Optional[str], dataset) -> object:
-    """--target: None, a class index, 'least_likely' or {image id: class} from an index.csv column."""
-    if text is None:
-        return None
-    t = text.strip()
-    if t.lstrip("-").isdigit():
-        if int(t) < 0:
-            raise ValueError(f"--target {t}: a class index is >= 0")
-        return int(t)
-    if t.replace("-", "_").lower() == "least_likely":
-        return "least_likely"
-    if t.startswith("column:"):
-        from harmonia.data.format import read_index_column
-
-        out = {}
-        for image_id, value in read_index_column(dataset.split_dir, t[len("column:"):]).items():
-            if not value.strip().isdigit():
-                raise ValueError(f"--target {t}: image {image_id!r} has target {value!r}, not a class index")
-            out[image_id] = int(value)
-        return out
-    raise ValueError(f"--target {t!r}: expected a class index, 'least-likely' or 'column:NAME'")
-
-
 def _fmt(x: object, pct: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "nan"
@@ -126,8 +81,8 @@ def attack_command(
     import torch
 
     from harmonia.adversarial import adversarial_alignment, perturbation_map, save_attack_figure
-    from harmonia.adversarial.alignment import check_target
-    from harmonia.attacks import MinimalNormAttack, create_attack
+    from harmonia.adversarial.alignment import check_target, parse_target
+    from harmonia.attacks import minimal_norm_attack
     from harmonia.data import HarmoniaDataset
     from harmonia.evaluation import parse_ceiling_option, resolve_ceiling
     from harmonia.models import load
@@ -139,9 +94,7 @@ def attack_command(
     parse_ceiling_option(ceiling)  # a bad value fails before anything is read or loaded
     if target is not None and grouping is not None:
         raise ValueError("--target and --grouping exclude each other (a two-way decision has one other group)")
-    atk = create_attack(_attack_for_norm(attack, norm))
-    if not isinstance(atk, MinimalNormAttack):
-        raise ValueError(f"{attack!r} is a fixed-budget attack; tolerance needs a minimal-norm one (fmn, fmn_linf, ddn, pgd_bisection_2023)")
+    atk = minimal_norm_attack(attack, norm)
     if grouping is not None:
         from harmonia.adversarial import resolve_grouping
 
@@ -150,7 +103,7 @@ def attack_command(
     dataset = HarmoniaDataset(data, split=split, size=size)
     if len(dataset) == 0:
         raise ValueError(f"{data}: split {dataset.split!r} has no images")
-    tgt = _parse_target(target, dataset)
+    tgt = parse_target(target, dataset)
     # Figures are named per model (two runs' final.pt must not share names) and checked before any work.
     labels = dict(zip(dict.fromkeys(model), unique_labels(dict.fromkeys(model))))
     if figures is not None:
