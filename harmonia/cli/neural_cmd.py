@@ -67,15 +67,6 @@ def _read_folder(folder: Path, size: tuple[int, int]):
     return read_images(files, size=tuple(size))
 
 
-def _load_model(name: str, random_init: bool, seed: int = 0):
-    from harmonia.models import load
-    from harmonia.neural.simulate import ground_truth_model
-
-    if name.startswith("simulated:"):  # the SYNTHETIC ground-truth networks of harmonia.neural.simulate
-        return ground_truth_model(int(name.split(":", 1)[1]))
-    return load(name, pretrained=not random_init, seed=seed)
-
-
 def _make_sim(out: Path) -> None:
     from harmonia.neural.brainscore import write_brainscore_assembly
     from harmonia.neural.data import save_recording
@@ -121,6 +112,7 @@ def neural_command(
     recompute: bool = typer.Option(False, help="Ignore cached results."),
     make_sim: Optional[Path] = typer.Option(None, "--make-sim", help="Write SYNTHETIC recordings (both formats) to this folder and exit.", show_default="none"),
 ) -> None:
+    from harmonia.models import load
     from harmonia.neural.data import NETCDF_SUFFIXES, load_neural
     from harmonia.neural.run import plot_layer_profile, run_neural
     from harmonia.store import ResultStore
@@ -177,7 +169,7 @@ def neural_command(
     result_store = ResultStore(store)
     results = {}
     for name in model:
-        m = _load_model(name, random_init, seed).to(dev)
+        m = load(name, pretrained=not random_init, seed=seed).to(dev)
         with progress_callback(f"{name} features") as update:
             res, cached = run_neural(m, rec, store=result_store, recompute=recompute, progress=update, **opts)
         results[name] = res
