@@ -51,59 +51,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harmonia.attribution.reducers import check_reducer, reduce_channels
-from harmonia.config import Config
+from harmonia.attribution.reducers import reduce_channels
+from harmonia.settings import LossOptions
 from harmonia.training.pyramid import pyramid
 from harmonia.training.weight_decay import weight_params as select_weight_params
 from harmonia.training.weight_decay import weight_term
 
 SaliencyInput = Literal["pixels", "normalized"]
-SCORES = ("logit", "centered_logit", "log_prob")
-
-
-@dataclass(frozen=True)
-class LossOptions(Config):
-    """The settings of :func:`harmonizer_loss` (its defaults: the release's loss).
-
-    The one place these defaults are written: :func:`harmonizer_loss`'s keywords,
-    :class:`harmonia.training.TrainConfig` and the ``harmonia train`` options read them here.
-
-    Example:
-        >>> LossOptions(reducer="max_abs", score="centered_logit").validate().levels
-        5
-        >>> LossOptions(score="prob").validate()
-        Traceback (most recent call last):
-        ...
-        harmonia.errors.UserError: score must be one of logit, centered_logit, log_prob, got 'prob'
-    """
-
-    lambda_harmonization: float = 1.0
-    lambda_weights: float = 1e-5
-    label_smoothing: float = 0.1
-    levels: int = 5  # pyramid levels averaged: 5 as released, 6 as in the original code
-    pyramid_levels: int = 6
-    reducer: str = "mean"
-    saliency_input: str = "pixels"
-    score: str = "logit"
-    lambda_outside: float = 0.0
-    outside_threshold: float = 0.05
-    lambda_masked: float = 0.0
-
-    def validate(self) -> "LossOptions":
-        check_reducer(self.reducer)
-        return super().validate()
-
-    def _checks(self) -> list[tuple[bool, str]]:
-        return [
-            (self.saliency_input in ("pixels", "normalized"),
-             f"saliency_input must be 'pixels' or 'normalized', got {self.saliency_input!r}"),
-            (self.score in SCORES, f"score must be one of {', '.join(SCORES)}, got {self.score!r}"),
-            (self.lambda_outside >= 0 and self.lambda_masked >= 0 and 0 <= self.outside_threshold < 1,
-             "need lambda_outside >= 0, lambda_masked >= 0 and 0 <= outside_threshold < 1, got "
-             f"{self.lambda_outside}, {self.lambda_masked}, {self.outside_threshold}"),
-            (1 <= self.levels <= self.pyramid_levels,
-             f"need 1 <= levels <= pyramid_levels, got levels={self.levels}, pyramid_levels={self.pyramid_levels}"),
-        ]  # fmt: skip
 
 
 @dataclass
