@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
@@ -13,9 +11,6 @@ from rich.table import Table
 from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
-
-if TYPE_CHECKING:
-    from harmonia.utils.io import OutputFolder
 
 EXPLAIN_HELP = """Explain a model's decisions on your own photos.
 
@@ -36,59 +31,17 @@ Example:
 """
 
 
-def explain_outputs(paths: list[Path], out: Path) -> tuple[list[str], "OutputFolder"]:
-    """Check every file explaining ``paths`` writes into ``out``; returns each image's ID and the folder.
-
-    Raises (before any work) if an output would replace an input or a file harmonia did not write;
-    each file is claimed (listed as harmonia's) just before it is written.
-    """
-    from harmonia.utils.io import OutputFolder, unique_stems
-
-    stems = unique_stems(paths)
-    folder = OutputFolder(out, inputs=paths)
-    folder.check([*(f"{s}{ext}" for s in stems for ext in (".npy", ".png")), PREDICTIONS])
-    return stems, folder
+_OLD_NAMES = {"explain_images": "explain_images", "explain_outputs": "check_photo_outputs", "PREDICTIONS": "PREDICTIONS"}
 
 
-PREDICTIONS = "predictions.csv"
+def __getattr__(name: str) -> object:
+    """The old names of what moved to :mod:`harmonia.attribution.photos` (imported on first use:
+    `harmonia --help` does not wait for torch)."""
+    if name in _OLD_NAMES:
+        from harmonia.attribution import photos
 
-
-def explain_images(model, explainer, paths: list[Path], out: Path, target: int | None, topk: int,
-                   batch_size: int, progress=None) -> list[dict]:
-    """Explain each image; write maps, overlays and return one prediction record per image."""
-    import torch
-
-    from harmonia.data.images import load_photo
-    from harmonia.utils.io import atomic_save_npy
-    from harmonia.viz import save_overlay
-
-    stems, folder = explain_outputs(paths, out)
-    out.mkdir(parents=True, exist_ok=True)
-    crop = getattr(model.preprocessing, "crop_pct", 1.0)
-    names = model.class_names
-    records = []
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        chunk_stems = stems[start : start + batch_size]
-        images = torch.stack([load_photo(p, model.input_size, crop) for p in chunk]).to(model.device)
-        with torch.no_grad():
-            probs = model(images).softmax(1)
-        top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
-        targets = torch.full_like(top_i[:, 0], target) if target is not None else top_i[:, 0]
-        maps = explainer(model, images, targets)
-        for j, (p, stem) in enumerate(zip(chunk, chunk_stems)):
-            labels = [names[i] if names else str(int(i)) for i in top_i[j]]
-            lines = [f"{100 * float(pp):5.1f}%  {lab}" for pp, lab in zip(top_p[j], labels)]
-            tname = names[int(targets[j])] if names else str(int(targets[j]))
-            folder.claim([f"{stem}.npy", f"{stem}.png"])
-            atomic_save_npy(out / f"{stem}.npy", maps[j].cpu().numpy())
-            save_overlay(out / f"{stem}.png", images[j], maps[j], title=f"{p.name}: {explainer.short_name} map of '{tname}'",
-                         lines=lines, signed=explainer.signed)
-            records.append({"image": p.name, "map": f"{stem}.npy", "figure": f"{stem}.png", "top1": labels[0],
-                            "top1_prob": float(top_p[j, 0]), "explained_class": tname, "top5": "; ".join(labels)})
-        if progress:
-            progress(min(start + batch_size, len(paths)), len(paths))
-    return records
+        return getattr(photos, _OLD_NAMES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @app.command("explain", help=reflow(EXPLAIN_HELP))
@@ -108,26 +61,18 @@ def explain_command(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random weights of --random-init: the same seed gives the same weights (and a cache hit in the store)."),
 ) -> None:
     from harmonia.attribution import parse_explainer_spec
+    from harmonia.attribution.photos import check_photo_outputs, explain_folder
     from harmonia.data.images import list_images
     from harmonia.models import load
     from harmonia.utils.device import resolve_device
-    from harmonia.utils.io import atomic_write_text
 
     exp = parse_explainer_spec(explainer)
     dev = resolve_device(device)
     paths = list_images(images)
-    explain_outputs(paths, out)  # refuse a bad --out before loading anything
+    check_photo_outputs(paths, out)  # refuse a bad --out before loading anything
     m = load(model, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed).to(dev).eval()
-    if target is not None and m.num_classes is not None and not 0 <= target < m.num_classes:
-        raise ValueError(f"--target {target} outside 0..{m.num_classes - 1}")
     with progress_callback(f"explaining {len(paths)} images") as update:
-        records = explain_images(m, exp, paths, out, target, topk, batch_size, update)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(records)
-    explain_outputs(paths, out)[1].claim([PREDICTIONS])
-    atomic_write_text(out / PREDICTIONS, buf.getvalue())
+        records = explain_folder(m, exp, images, out, target=target, topk=topk, batch_size=batch_size, progress=update)
     table = Table(title=f"{model} on {images}")
     for col in ("image", "top-1", "p"):
         table.add_column(col)
