@@ -3,7 +3,8 @@
 - :class:`LossOptions`: the harmonizer loss (``harmonia.training.harmonizer_loss``, ``TrainConfig``);
 - :class:`CeilingSettings`: the human split-half ceiling (``harmonia ceiling``, ``run_ceiling``);
 - :class:`NeuralSettings`: the neural read-out (``harmonia neural``, ``score_recording``);
-- :class:`SimulationConfig` and :class:`ParticipantModel`: the simulated-ClickMe data set.
+- :class:`SimulationConfig` and :class:`ParticipantModel`: the simulated-ClickMe data set;
+- :class:`ComparisonSettings`: the demo's baseline-vs-harmonized experiment (``harmonia demo``).
 
 The module imports neither torch nor numpy, so the command line reads its option defaults
 here without slowing ``harmonia --help``; checks that need the algorithms import them when
@@ -21,15 +22,21 @@ Example:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harmonia.config import Config
 
+if TYPE_CHECKING:
+    from harmonia.training.trainer import TrainConfig
+
 SCORES = ("logit", "centered_logit", "log_prob")
-CEILING_METRICS = ("spearman", "dice", "iou")
+CEILING_METRICS = ("spearman", "dice", "iou", "dice_top", "iou_top")
 BLURS = ("disk", "gaussian", "none")
 REGRESSIONS = ("pls", "ridge")
+# the simulated splits the comparison evaluates (harmonia.experiments.comparison)
+COMPARISON_SPLITS = ("test", "test_shortcut_broken", "test_no_cue")
 
 
 @dataclass(frozen=True)
@@ -230,3 +237,93 @@ class SimulationConfig(Config):
     def from_json(cls, obj: dict[str, Any]) -> "SimulationConfig":
         """Inverse of :meth:`to_json` (e.g. ``harmonia.json``'s ``extra["simulation"]``): remake a data set."""
         return super().from_json({k: v for k, v in obj.items() if k != "effective_blur_size"})
+
+
+@dataclass(frozen=True)
+class ComparisonSettings(Config):
+    """Data-set size, model and training budget of the comparison (both models share them).
+
+    The defaults are the full demo (see docs/demo.md for how they were chosen and what
+    they measured); :meth:`quick` is the CI-sized variant.
+
+    Example:
+        >>> ComparisonSettings().n_train, ComparisonSettings.quick().n_train
+        (3000, 200)
+    """
+
+    # the simulated benchmark (harmonia.humans.simulate defaults)
+    n_train: int = SimulationConfig.n_train
+    n_test: int = SimulationConfig.n_test
+    n_subjects: int = SimulationConfig.n_subjects
+    sim_seed: int = SimulationConfig.seed
+    shortcut_rate: float = SimulationConfig.shortcut_rate
+    part_radius: tuple[float, float] = SimulationConfig.part_radius
+    # model and training recipe
+    width: int = 16
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    lambda_harmonization: float = 1.0
+    # The map the evaluation scores; the released loss's signed channel mean lets the
+    # colour-coded shortcut hide from the training saliency (docs/demo.md, measured).
+    reducer: str = "max_abs"
+    score: str = "logit"
+    lambda_outside: float = 0.0  # harmonized model only (see harmonia.training.harmonizer_loss)
+    # Harmonized model only, not in the release: the cross-entropy of the images reduced to
+    # what people looked at. The gradient-map terms alone raise alignment but leave the
+    # decision with the shortcut in every seed (docs/demo.md, measured); 0 = the release's loss.
+    lambda_masked: float = 2.0
+    seeds: tuple[int, ...] = (0,)
+    # reporting
+    # adversarial alignment: FMN (L2) on the first adv_images images of "test"
+    adv_images: int = 100
+    adv_steps: int = 200
+    curve_eval_limit: int = 200  # images per split in the per-epoch evaluations (curves only)
+    n_examples: int = 6  # rows of the side-by-side figure
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "ComparisonSettings":
+        """Tiny sizes for CI: it runs the whole pipeline, its numbers mean little."""
+        base = dict(n_train=200, n_test=64, n_subjects=4, width=8, epochs=2, curve_eval_limit=32, n_examples=3,
+                    adv_images=16, adv_steps=30)
+        return cls(**{**base, **overrides})
+
+    def simulation_config(self) -> SimulationConfig:
+        """The simulated-ClickMe settings of the comparison's data set.
+
+        Example:
+            >>> ComparisonSettings(shortcut_rate=0.7).simulation_config().shortcut_rate
+            0.7
+        """
+        return SimulationConfig(n_train=self.n_train, n_test=self.n_test, n_subjects=self.n_subjects,
+                                seed=self.sim_seed, shortcut_rate=self.shortcut_rate, part_radius=self.part_radius)
+
+    def train_config(self, data: str | os.PathLike, out_dir: str | os.PathLike, *, seed: int, harmonized: bool,
+                     device: str = "cpu") -> "TrainConfig":
+        """The trainer settings of one run; the two variants differ only in the human-map terms.
+
+        Example:
+            >>> s = ComparisonSettings()
+            >>> a = s.train_config("d", "o", seed=1, harmonized=False).to_json()
+            >>> b = s.train_config("d", "o", seed=1, harmonized=True).to_json()
+            >>> sorted(k for k in a if a[k] != b[k])
+            ['lambda_harmonization', 'lambda_masked']
+        """
+        from harmonia.training.trainer import TrainConfig
+
+        return TrainConfig.from_preset(
+            "adamw",
+            data=str(data), model="small_cnn", out_dir=str(out_dir), seed=seed,
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+            label_smoothing=self.label_smoothing, reducer=self.reducer, score=self.score,
+            lambda_harmonization=self.lambda_harmonization if harmonized else 0.0,
+            lambda_outside=self.lambda_outside if harmonized else 0.0,
+            lambda_masked=self.lambda_masked if harmonized else 0.0,
+            # No augmentation: a random crop would cut the corner shortcut out of many images
+            # and blur what the comparison is about (what the loss alone changes).
+            augment=False, warmup_epochs=0.5,
+            eval_splits=list(COMPARISON_SPLITS), eval_every=1, eval_limit=self.curve_eval_limit, eval_batch_size=100,
+            checkpoint_every_epochs=0, num_workers=0, device=device, progress=False,
+        )  # fmt: skip

@@ -11,6 +11,7 @@ import typer
 from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
+from harmonia.settings import CeilingSettings
 
 CEILING_HELP = """Human ceiling (split-half) and floor (cross-image) of a dataset with per-subject maps.
 
@@ -40,14 +41,14 @@ def _fmt(x: float | None) -> str:
 def ceiling_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset directory in harmonia's format, with per-subject maps."),
     split: Optional[str] = typer.Option(None, help="Split.", show_default="the only one, else 'test', else 'val'"),
-    metric: str = typer.Option("spearman", help="'spearman', 'dice' (top-10% Dice) or 'iou' (top-10% IoU)."),
-    repeats: int = typer.Option(10, min=1, help="Split-half repeats per image (K)."),
-    seed: int = typer.Option(0, min=0, help="Random seed (results are deterministic given the seed)."),
+    metric: str = typer.Option(CeilingSettings.metric, help="'spearman', 'dice' (top-10% Dice) or 'iou' (top-10% IoU)."),
+    repeats: int = typer.Option(CeilingSettings.repeats, min=1, help="Split-half repeats per image (K)."),
+    seed: int = typer.Option(CeilingSettings.seed, min=0, help="Random seed (results are deterministic given the seed)."),
     blur: Optional[str] = typer.Option(None, help="'disk', 'gaussian' or 'none'.", show_default="as recorded with the data, else disk"),
     blur_size: Optional[int] = typer.Option(None, min=1, help="Kernel size in px.", show_default="recorded, else 21 at 256 px scaled"),
     sigma: Optional[float] = typer.Option(None, help="Gaussian sigma.", show_default="sqrt(size)"),
     crop: Optional[int] = typer.Option(None, min=1, help="Centre-crop both halves to CROP x CROP after blurring.", show_default="no crop"),
-    chunk_size: int = typer.Option(32, min=2, help="Images per batch (the floor's other image comes from the same random batch)."),
+    chunk_size: int = typer.Option(CeilingSettings.chunk_size, min=2, help="Images per batch (the floor's other image comes from the same random batch)."),
     device: str = typer.Option("auto", help="'auto' (GPU if there is one), 'cpu', 'cuda', ..."),
     store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
     recompute: bool = typer.Option(False, help="Ignore a cached result and compute again."),

@@ -9,6 +9,7 @@ import typer
 
 from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.data_cmd import data_app
+from harmonia.settings import SimulationConfig
 
 SIMULATE_HELP = """Generate the simulated-ClickMe benchmark: SYNTHETIC images and SIMULATED human maps.
 
@@ -40,20 +41,20 @@ Examples:
 @user_errors
 def simulate_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset directory (harmonia format)."),
-    n_train: int = typer.Option(3000, "--n-train", min=1, help="Training images."),
-    n_test: int = typer.Option(1000, "--n-test", min=1, help="Images in each test split (test, test_shortcut_broken, test_no_cue)."),
-    image_size: int = typer.Option(64, "--image-size", min=32, help="Image side in pixels."),
-    classes: int = typer.Option(8, "--classes", min=2, help="Number of classes (at most 12)."),
+    n_train: int = typer.Option(SimulationConfig.n_train, "--n-train", min=1, help="Training images."),
+    n_test: int = typer.Option(SimulationConfig.n_test, "--n-test", min=1, help="Images in each test split (test, test_shortcut_broken, test_no_cue)."),
+    image_size: int = typer.Option(SimulationConfig.image_size, "--image-size", min=32, help="Image side in pixels."),
+    classes: int = typer.Option(SimulationConfig.n_classes, "--classes", min=2, help="Number of classes (at most 12)."),
     shortcut_rate: float = typer.Option(
-        0.9, "--shortcut-rate", min=0.0, max=1.0, help="Fraction of train/test images whose corner cue shows the label."
+        SimulationConfig.shortcut_rate, "--shortcut-rate", min=0.0, max=1.0, help="Fraction of train/test images whose corner cue shows the label."
     ),
     part_radius: tuple[float, float] = typer.Option(
-        (4.5, 6.0), "--part-radius", help="Range of the part's half-size, pixels at 64 px (larger: easier to learn)."
+        SimulationConfig.part_radius, "--part-radius", help="Range of the part's half-size, pixels at 64 px (larger: easier to learn)."
     ),
-    subjects: int = typer.Option(10, "--subjects", min=1, help="Simulated participants per image."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
+    subjects: int = typer.Option(SimulationConfig.n_subjects, "--subjects", min=1, help="Simulated participants per image."),
+    seed: int = typer.Option(SimulationConfig.seed, "--seed", help="Random seed (same seed, same files)."),
     train_subjects: bool = typer.Option(
-        False, "--train-subjects", help="Also store per-participant maps for train (large: S x H x W floats per image)."
+        SimulationConfig.train_subjects, "--train-subjects", help="Also store per-participant maps for train (large: S x H x W floats per image)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing harmonia dataset in --out."),
 ) -> None:

@@ -12,6 +12,7 @@ from rich.table import Table
 from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
+from harmonia.settings import NeuralSettings
 
 NEURAL_HELP = """Score every layer of a model against IT recordings; print the table, save a layer profile.
 
@@ -94,10 +95,10 @@ def neural_command(
     region: Optional[str] = typer.Option(None, help="Brain-Score .nc: keep the neuroids of this region (e.g. IT).", show_default="all neuroids"),
     image_size: Optional[int] = typer.Option(None, help="Resize stimuli to SIZE x SIZE when reading (needed when their sizes differ; saves memory).", show_default="the stimuli's size"),
     layer: list[str] = typer.Option([], "--layer", "-l", help="Layers to sweep. Repeat.", show_default="the model's stages"),
-    regression: str = typer.Option("pls", help="'pls' or 'ridge'."),
-    components: int = typer.Option(25, help="PLS components."),
-    alpha: str = typer.Option("1", help="Ridge penalty: a number, 'cv' (chosen per training fold by nested 5-fold CV over 1e-3..1e6) or 'cv:A,B,...' (that grid)."),
-    folds: int = typer.Option(5, help="Cross-validation folds (flat recordings)."),
+    regression: str = typer.Option(NeuralSettings.regression, help="'pls' or 'ridge'."),
+    components: int = typer.Option(NeuralSettings.n_components, help="PLS components."),
+    alpha: str = typer.Option(f"{NeuralSettings.alpha:g}", help="Ridge penalty: a number, 'cv' (chosen per training fold by nested 5-fold CV over 1e-3..1e6) or 'cv:A,B,...' (that grid)."),
+    folds: int = typer.Option(NeuralSettings.folds, help="Cross-validation folds (flat recordings)."),
     projection: Optional[int] = typer.Option(None, help="Flat recordings: fixed random projection of each layer to this many features (bounds memory).", show_default="none"),
     pool: Optional[int] = typer.Option(None, help="Flat recordings: average-pool layers to POOL x POOL before flattening.", show_default="none"),
     reduce: Optional[str] = typer.Option(None, help="Flat recordings: 'pca:N' (N principal components per layer, after --pool/--projection) or 'random:D' (= --projection D).", show_default="none"),
@@ -106,7 +107,7 @@ def neural_command(
     plot: Path = typer.Option(Path("neural-profile.png"), help="Where to write the layer-profile PNG."),
     random_init: bool = typer.Option(False, "--random-init", help="Random weights for timm/torchvision names."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random weights of --random-init: the same seed gives the same weights (and a cache hit in the store)."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
+    batch_size: int = typer.Option(NeuralSettings.batch_size, "--batch-size", "-b", min=1),
     device: str = typer.Option("cpu", help="Where the model runs: 'cpu', 'auto' (GPU if any), 'cuda', ... (read-outs run on the CPU in float64)."),
     store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
     recompute: bool = typer.Option(False, help="Ignore cached results."),

@@ -12,6 +12,7 @@ import typer
 
 from harmonia.cli.common import console, err_console, reflow, user_errors
 from harmonia.cli.main import app
+from harmonia.settings import LossOptions
 
 TRAIN_HELP = """Train or fine-tune a model with the neural harmonizer loss.
 
@@ -136,16 +137,16 @@ def train_command(
     momentum: Optional[float] = typer.Option(None, help="SGD momentum.", show_default="0.9"),
     weight_decay: Optional[float] = typer.Option(None, help="Optimizer weight decay on weights (AdamW: decoupled).", show_default="preset: sgd 0, adamw 0.05"),
     lambda_weights: Optional[float] = typer.Option(None, help="Weight of the loss's sum 0.5||w||^2 term (the recipe's decay).", show_default="preset: sgd 1e-5, adamw 0"),
-    lambda_harmonization: Optional[float] = typer.Option(None, "--lambda-harmonization", "--lambda", help="Weight of the harmonization term; 0 = baseline.", show_default="1.0"),
+    lambda_harmonization: Optional[float] = typer.Option(None, "--lambda-harmonization", "--lambda", help="Weight of the harmonization term; 0 = baseline.", show_default=str(LossOptions.lambda_harmonization)),
     schedule: Optional[str] = typer.Option(None, help="'step', 'cosine' or 'constant'.", show_default="preset: harmonizer step, adamw cosine"),
     warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up epochs (fractions allowed).", show_default="5, x epochs/90 if shorter"),
     milestones: Optional[str] = typer.Option(None, help="Step schedule epochs, comma-separated.", show_default="30,60,80, x epochs/90 if shorter"),
     gamma: Optional[float] = typer.Option(None, help="Step schedule factor.", show_default="0.1"),
-    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the cross-entropy.", show_default="0.1"),
-    levels: Optional[int] = typer.Option(None, help="Pyramid levels of the harmonization term (5 released, 6 original).", show_default="5"),
-    reducer: Optional[str] = typer.Option(None, help="Colour-channel reduction of the training saliency: 'mean' (signed, as released), 'max_abs' (the evaluation's map), 'abs_mean'.", show_default="mean"),
-    saliency_input: Optional[str] = typer.Option(None, help="Saliency w.r.t. 'pixels' ([0, 1] images, as released) or 'normalized' (the network input, the original code).", show_default="pixels"),
-    score: Optional[str] = typer.Option(None, help="What the training saliency explains: 'logit' (true class, as released), 'centered_logit' (minus the mean over classes; see docs/demo.md), 'log_prob'.", show_default="logit"),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the cross-entropy.", show_default=str(LossOptions.label_smoothing)),
+    levels: Optional[int] = typer.Option(None, help="Pyramid levels of the harmonization term (5 released, 6 original).", show_default=str(LossOptions.levels)),
+    reducer: Optional[str] = typer.Option(None, help="Colour-channel reduction of the training saliency: 'mean' (signed, as released), 'max_abs' (the evaluation's map), 'abs_mean'.", show_default=str(LossOptions.reducer)),
+    saliency_input: Optional[str] = typer.Option(None, help="Saliency w.r.t. 'pixels' ([0, 1] images, as released) or 'normalized' (the network input, the original code).", show_default=str(LossOptions.saliency_input)),
+    score: Optional[str] = typer.Option(None, help="What the training saliency explains: 'logit' (true class, as released), 'centered_logit' (minus the mean over classes; see docs/demo.md), 'log_prob'.", show_default=str(LossOptions.score)),
     lambda_outside: Optional[float] = typer.Option(None, help="Weight of an extra term, not in the release: the squared saliency where the human map is <= 5% of its max (see docs/demo.md).", show_default="0 = off"),
     lambda_masked: Optional[float] = typer.Option(None, help="Weight of an extra term, not in the release: the cross-entropy of each image with a map reduced to what people looked at (the rest grey; see docs/demo.md).", show_default="0 = off"),
     freeze_batchnorm: Optional[bool] = typer.Option(None, "--freeze-bn/--train-bn", help="BatchNorm layers normalise with their running statistics (scales and shifts still train). Rows of a batch become independent, so the harmonizer step is computed for the map rows only: about 1.3-1.6x a plain step instead of 3-4x (docs/benchmarks.md).", show_default="--train-bn, as the recipe"),

@@ -42,10 +42,11 @@ import torch.nn.functional as F
 from harmonia.humans.blur import BLUR_METHODS, blur_maps
 from harmonia.measurements.base import Batch, Measurement
 from harmonia.metrics import Summary, dice_top, iou_top, spearman, summarize
+from harmonia.settings import CeilingSettings
 from harmonia.utils.device import resolve_device
 
-DEFAULT_REPEATS = 10
-DEFAULT_CHUNK = 32
+DEFAULT_REPEATS = CeilingSettings.repeats
+DEFAULT_CHUNK = CeilingSettings.chunk_size
 # No recorded blur: the disk rule for the maps' own short side (21 at 256, 5 at 64).
 DEFAULT_BLUR = {"method": "disk", "size": None, "sigma": None}
 
@@ -258,7 +259,7 @@ def _score(a: list[torch.Tensor], b: list[torch.Tensor], metric_fn, repeats: int
 
 def split_half_ceiling(
     subjects: torch.Tensor | np.ndarray,
-    metric: Metric = "spearman",
+    metric: Metric = CeilingSettings.metric,
     repeats: int = DEFAULT_REPEATS,
     blur: str = "disk",
     blur_size: int | None = 21,
@@ -379,7 +380,7 @@ def _chunks(ids: Sequence[str], seed: int, chunk_size: int) -> list[np.ndarray]:
 
 def iter_ceiling_rows(
     data: Any,
-    metric: Metric = "spearman",
+    metric: Metric = CeilingSettings.metric,
     repeats: int = DEFAULT_REPEATS,
     blur: str | None = None,
     blur_size: int | None = None,
@@ -448,7 +449,7 @@ def result_from_rows(rows: Iterable[Mapping[str, Any]], settings: dict[str, Any]
 
 def dataset_ceiling(
     data: Any,
-    metric: Metric = "spearman",
+    metric: Metric = CeilingSettings.metric,
     repeats: int = DEFAULT_REPEATS,
     blur: str | None = None,
     blur_size: int | None = None,
@@ -554,7 +555,7 @@ class HumanCeiling(Measurement):
     uses_model = False
     default_batch_size = None  # batches are the seeded chunks
 
-    def __init__(self, metric: Metric = "spearman", repeats: int = DEFAULT_REPEATS, blur: str | None = None,
+    def __init__(self, metric: Metric = CeilingSettings.metric, repeats: int = DEFAULT_REPEATS, blur: str | None = None,
                  blur_size: int | None = None, sigma: float | None = None, crop: int | tuple[int, int] | None = None,
                  seed: int = 0, chunk_size: int = DEFAULT_CHUNK, device: str | torch.device | None = None,
                  map_prep: MapPreparation | None = None) -> None:
@@ -641,7 +642,7 @@ def run_ceiling(
     dataset: Any,
     store: Any | None = None,
     *,
-    metric: Metric = "spearman",
+    metric: Metric = CeilingSettings.metric,
     repeats: int = DEFAULT_REPEATS,
     blur: str | None = None,
     blur_size: int | None = None,

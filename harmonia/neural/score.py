@@ -40,6 +40,7 @@ from harmonia.neural.regression import (
     make_regression,
     pearson_columns,
 )
+from harmonia.settings import NeuralSettings
 
 
 @dataclass
@@ -102,12 +103,12 @@ def neural_predictivity(
     model: torch.nn.Module,
     rec: NeuralRecording,
     layers: Sequence[str] | None = None,
-    regression: str = "pls",
-    folds: int = 5,
-    seed: int = 0,
+    regression: str = NeuralSettings.regression,
+    folds: int = NeuralSettings.folds,
+    seed: int = NeuralSettings.seed,
     projection: int | None = None,
     pool: int | None = None,
-    batch_size: int = 32,
+    batch_size: int = NeuralSettings.batch_size,
     ceiling: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     pca: int | None = None,
@@ -191,10 +192,10 @@ def spatial_benchmark(
     model: torch.nn.Module,
     rec: NeuralRecording,
     layers: Sequence[str] | None = None,
-    regression: str = "pls",
-    max_channels: int | None = 600,
-    batch_size: int = 32,
-    down: int = 4,
+    regression: str = NeuralSettings.regression,
+    max_channels: int | None = NeuralSettings.max_channels,
+    batch_size: int = NeuralSettings.batch_size,
+    down: int = NeuralSettings.down,
     ceiling: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     **reg_kw: float,
