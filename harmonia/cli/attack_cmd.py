@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 
 ATTACK_HELP = """Minimal adversarial perturbations and how well they line up with human maps.
@@ -54,7 +53,6 @@ def _fmt(x: object, pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
 
 
-@app.command("attack", help=reflow(ATTACK_HELP))
 @user_errors
 def attack_command(
     model: list[str] = typer.Option(..., "--model", "-m", help="Model name or checkpoint path. Repeat for several."),
@@ -167,3 +165,8 @@ def attack_command(
     if ceil is not None:
         console.print(f"alignment = mean Spearman (perturbation map, {reducer}) / ceiling {ceil.value:.4f} ({ceil.source})")
     console.print(f"results stored in {result_store.path}  (see `harmonia results list`)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia attack`` to ``app``."""
+    app.command("attack", help=reflow(ATTACK_HELP))(attack_command)

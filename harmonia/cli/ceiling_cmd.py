@@ -9,7 +9,6 @@ from typing import Optional
 import typer
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 from harmonia.settings import CeilingSettings
 
@@ -36,7 +35,6 @@ def _fmt(x: float | None) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
-@app.command("ceiling", help=reflow(CEILING_HELP))
 @user_errors
 def ceiling_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset directory in harmonia's format, with per-subject maps."),
@@ -81,3 +79,8 @@ def ceiling_command(
         console.print(f"  {label:8s} {_fmt(summ.mean)} +/- {_fmt(summ.sem)} (sem)   std {_fmt(summ.std)}   "
                       f"n={summ.n}  NaN={summ.n_nan}", highlight=False)
     console.print(f"stored as run {run.key[:12]} in {result_store.path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia ceiling`` to ``app``."""
+    app.command("ceiling", help=reflow(CEILING_HELP))(ceiling_command)

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.data_cmd import data_app
 from harmonia.cli.progress import progress_callback
 
 CLICKS_HELP = """Build human feature-importance maps from raw ClickMe clicks and write a dataset.
@@ -41,7 +40,6 @@ def _parse_columns(col: list[str]) -> dict[str, str]:
     return out
 
 
-@data_app.command("clicks", help=reflow(CLICKS_HELP))
 @user_errors
 def clicks_command(
     table: Path = typer.Argument(..., help="Click table (.csv, .tsv or .parquet), one row per trial."),
@@ -93,3 +91,8 @@ def clicks_command(
     if tab.label is None:
         console.print("[yellow]Note:[/] the table has no label column: labels are -1 (unknown); "
                       "evaluate with --targets predicted, or add a label column (--col label=NAME).")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia data clicks`` to the ``harmonia data`` group."""
+    app.command("clicks", help=reflow(CLICKS_HELP))(clicks_command)

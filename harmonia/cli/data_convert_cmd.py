@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.data_cmd import data_app
 from harmonia.cli.progress import progress_callback
 
 CONVERT_HELP = """Convert ClickMe TFRecord shards to harmonia's format, or write harmonization-style shards.
@@ -38,7 +37,6 @@ Examples:
 """
 
 
-@data_app.command("convert", help=reflow(CONVERT_HELP))
 @user_errors
 def convert_command(
     src: Path = typer.Argument(..., help="ClickMe shard file / folder / glob, or a harmonia dataset folder."),
@@ -67,3 +65,8 @@ def convert_command(
         f"Wrote {result.count} records to {result.out} ({what}; source: {', '.join(result.source_formats)}){note}",
         highlight=False,
     )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia data convert`` to the ``harmonia data`` group."""
+    app.command("convert", help=reflow(CONVERT_HELP))(convert_command)

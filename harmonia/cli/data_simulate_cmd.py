@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.data_cmd import data_app
 from harmonia.settings import SimulationConfig
 
 SIMULATE_HELP = """Generate the simulated-ClickMe benchmark: SYNTHETIC images and SIMULATED human maps.
@@ -37,7 +36,6 @@ Examples:
 """
 
 
-@data_app.command("simulate", help=reflow(SIMULATE_HELP))
 @user_errors
 def simulate_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset directory (harmonia format)."),
@@ -74,3 +72,8 @@ def simulate_command(
         f"{classes} classes, {subjects} simulated participants per image.",
         highlight=False,
     )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia data simulate`` to the ``harmonia data`` group."""
+    app.command("simulate", help=reflow(SIMULATE_HELP))(simulate_command)

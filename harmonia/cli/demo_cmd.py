@@ -30,7 +30,6 @@ from typing import Any, Optional
 import typer
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.main import app
 
 DEMO_HELP = """Run the main job on the embedded data (no download needed).
 
@@ -173,7 +172,6 @@ def _rerun_command(quick: bool, seeds: int, out: Path, overrides: dict[str, Any]
     return " ".join(shlex.quote(p) for p in parts)
 
 
-@app.command("demo", help=reflow(DEMO_HELP))
 @user_errors
 def demo_command(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for everything the demo writes."),
@@ -302,3 +300,8 @@ def _print_table(cmp: Any) -> None:
     for variant, per_metric in values.items():
         t.add_row(variant, *(mean_sd(per_metric[m]) for m in METRICS))
     console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia demo`` to ``app``."""
+    app.command("demo", help=reflow(DEMO_HELP))(demo_command)

@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 
 EVALUATE_HELP = """Score models' feature-importance maps against the human maps of a dataset.
@@ -37,7 +36,6 @@ def _fmt(x: object, pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
 
 
-@app.command("evaluate", help=reflow(EVALUATE_HELP))
 @user_errors
 def evaluate_command(
     model: list[str] = typer.Option(..., "--model", "-m", help="Model name (efficientnet_lite0, timm:NAME, torchvision:NAME) or checkpoint path. Repeat for several."),
@@ -110,3 +108,8 @@ def evaluate_command(
     if ceil is not None:
         console.print(f"alignment = mean Spearman / ceiling {ceil.value:.4f} ({ceil.source})")
     console.print(f"results stored in {result_store.path}  (see `harmonia results list`)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia evaluate`` to ``app``."""
+    app.command("evaluate", help=reflow(EVALUATE_HELP))(evaluate_command)

@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 
 EXPLAIN_HELP = """Explain a model's decisions on your own photos.
@@ -44,7 +43,6 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@app.command("explain", help=reflow(EXPLAIN_HELP))
 @user_errors
 def explain_command(
     model: str = typer.Option(..., "--model", "-m", help="Model name or checkpoint path (see `harmonia models`)."),
@@ -80,3 +78,8 @@ def explain_command(
         table.add_row(r["image"], r["top1"], f"{100 * r['top1_prob']:.1f}%")
     console.print(table)
     console.print(f"maps, overlays and predictions.csv written to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia explain`` to ``app``."""
+    app.command("explain", help=reflow(EXPLAIN_HELP))(explain_command)

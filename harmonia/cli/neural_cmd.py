@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 from harmonia.settings import NeuralSettings
 
@@ -84,7 +83,6 @@ def _make_sim(out: Path) -> None:
                   f"reliability 0.8; also as a Brain-Score assembly in brainscore/, region IT) and spatial/sim_data.mat (true layer block3, window 90-130 ms).")
 
 
-@app.command("neural", help=reflow(NEURAL_HELP))
 @user_errors
 def neural_command(
     model: list[str] = typer.Option([], "--model", "-m", help="Model name (timm:NAME, torchvision:NAME, efficientnet_lite0, simulated:SEED) or checkpoint. Repeat for several.", show_default="none (needed unless --make-sim)"),
@@ -191,3 +189,8 @@ def neural_command(
                       + (f"; split-half reliability {_fmt(res.reliability)}" if math.isfinite(res.reliability) else ""))
     plot_layer_profile(results, plot, title=rec.name + (" (SYNTHETIC)" if rec.synthetic else ""))
     console.print(f"layer profile written to {plot}; results stored in {result_store.path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia neural`` to ``app``."""
+    app.command("neural", help=reflow(NEURAL_HELP))(neural_command)

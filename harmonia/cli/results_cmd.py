@@ -12,7 +12,6 @@ import typer
 from rich.table import Table
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.main import app
 
 results_app = typer.Typer(
     help="Query and export the results store (default $HARMONIA_STORE or ./harmonia-results.sqlite).\n\n"
@@ -21,7 +20,6 @@ results_app = typer.Typer(
     "  harmonia results merge workers/*.sqlite --store all.sqlite",
     no_args_is_help=True,
 )
-app.add_typer(results_app, name="results")
 
 StoreOpt = typer.Option(None, "--store", help="Results store path.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite")
 
@@ -137,3 +135,8 @@ def merge(
         console.print(f"{src}: {n['runs']} new runs, {n['completed']} completed, {n['rows']} rows, "
                       f"{n['artifacts']} artifacts", highlight=False)
     console.print(f"merged into {target.path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``harmonia results`` group to ``app``."""
+    app.add_typer(results_app, name="results")

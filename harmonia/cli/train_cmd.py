@@ -11,7 +11,6 @@ from typing import Any, Optional
 import typer
 
 from harmonia.cli.common import console, err_console, reflow, user_errors
-from harmonia.cli.main import app
 from harmonia.settings import LossOptions
 
 TRAIN_HELP = """Train or fine-tune a model with the neural harmonizer loss.
@@ -118,7 +117,6 @@ def build_config(options: dict[str, Any], resume: bool) -> Any:
     return config
 
 
-@app.command("train", help=reflow(TRAIN_HELP))
 @user_errors
 def train_command(
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset directory in harmonia's format (needs a train split).", show_default="the run's config with --resume"),
@@ -219,3 +217,8 @@ def _pct(x: Any) -> str:
 
 def _num(x: Any) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia train`` to ``app``."""
+    app.command("train", help=reflow(TRAIN_HELP))(train_command)
