@@ -64,7 +64,7 @@ def test_every_option_of_every_command_shows_its_default():
 
 
 def test_help_shows_the_real_defaults_and_no_printf_escapes():
-    from harmonia.report.compare import ComparisonSettings
+    from harmonia.experiments.comparison import ComparisonSettings
     from harmonia.training.trainer import TrainConfig
 
     train = "\n".join(_option_rows(["train"]))
