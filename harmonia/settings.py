@@ -67,14 +67,11 @@ class LossOptions(Config):
     outside_threshold: float = 0.05
     lambda_masked: float = 0.0
 
-    def validate(self) -> "LossOptions":
-        from harmonia.attribution.reducers import check_reducer
-
-        check_reducer(self.reducer)
-        return super().validate()
-
     def _checks(self) -> list[tuple[bool, str]]:
+        from harmonia.attribution.reducers import REDUCERS
+
         return [
+            (self.reducer in REDUCERS, f"unknown reducer {self.reducer!r}; valid reducers: {', '.join(REDUCERS)}"),
             (self.saliency_input in ("pixels", "normalized"),
              f"saliency_input must be 'pixels' or 'normalized', got {self.saliency_input!r}"),
             (self.score in SCORES, f"score must be one of {', '.join(SCORES)}, got {self.score!r}"),
