@@ -42,43 +42,10 @@ def _fmt(x: float) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
-def _alpha_kw(alpha: str) -> dict:
-    from harmonia.neural.regression import DEFAULT_ALPHAS
-
-    if alpha == "cv":
-        return {"alphas": list(DEFAULT_ALPHAS)}
-    try:
-        if alpha.startswith("cv:"):
-            grid = [float(a) for a in alpha[3:].split(",")]
-            if not grid or min(grid) < 0:
-                raise ValueError
-            return {"alphas": grid}
-        return {"alpha": float(alpha)}
-    except ValueError:
-        raise ValueError(f"--alpha must be a number, 'cv' or 'cv:A,B,...' (non-negative), got {alpha!r}") from None
-
-
-def _read_folder(folder: Path, size: tuple[int, int]):
-    from harmonia.neural.data import _IMAGE_EXT, read_images
-
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXT) if folder.is_dir() else []
-    if len(files) < 2:
-        raise ValueError(f"--pca-images {folder}: need a folder with at least 2 images")
-    return read_images(files, size=tuple(size))
-
-
 def _make_sim(out: Path) -> None:
-    from harmonia.neural.brainscore import write_brainscore_assembly
-    from harmonia.neural.data import save_recording
-    from harmonia.neural.simulate import simulate_flat, simulate_spatial, write_arcaro_mat
-    from harmonia.utils.io import OutputFolder
+    from harmonia.neural.options import write_simulated_recordings
 
-    OutputFolder(out, option="--make-sim").claim(["flat", "brainscore", "spatial"])  # never over a user's folders
-    flat = simulate_flat(n_stimuli=200, n_neurons=20, layer="block2", seed=0)
-    save_recording(flat, out / "flat")
-    write_brainscore_assembly(flat, out / "brainscore" / "assy_harmonia_Simulated" / "assy_harmonia_Simulated.nc")
-    spatial = simulate_spatial(n_images=14, n_neurons=16, grid=(9, 9), layer="block3", seed=0)
-    write_arcaro_mat(spatial, out / "spatial" / "sim_data.mat", out / "spatial" / "stimuli", window=(90, 130))
+    write_simulated_recordings(out)
     console.print(f"[yellow]SYNTHETIC[/] recordings written to {out}: flat/ (true layer block2 of simulated:0, "
                   f"reliability 0.8; also as a Brain-Score assembly in brainscore/, region IT) and spatial/sim_data.mat (true layer block3, window 90-130 ms).")
 
@@ -112,7 +79,7 @@ def neural_command(
     make_sim: Optional[Path] = typer.Option(None, "--make-sim", help="Write SYNTHETIC recordings (both formats) to this folder and exit.", show_default="none"),
 ) -> None:
     from harmonia.models import load
-    from harmonia.neural.data import NETCDF_SUFFIXES, load_neural
+    from harmonia.neural.options import check_regression, open_recording, sweep_options
     from harmonia.neural.run import plot_layer_profile, run_neural
     from harmonia.store import ResultStore
     from harmonia.utils.device import resolve_device
@@ -127,44 +94,13 @@ def neural_command(
 
     claim_output_file(plot, inputs=[data, store or default_store_path()], option="--plot")  # before any work
     dev = resolve_device(device)
-    if regression not in ("pls", "ridge"):
-        raise ValueError(f"unknown regression {regression!r}: use 'pls' or 'ridge'")
-    win = None
-    if window is not None:
-        try:
-            a, b = (float(v) for v in window.split(","))
-        except ValueError:
-            raise ValueError(f"--window must be two numbers 'a,b' (ms), got {window!r}") from None
-        win = (a, b)
-    size = (image_size, image_size) if image_size else None
-    kw: dict = {}
-    is_nc = data.suffix.lower() in NETCDF_SUFFIXES
-    if not is_nc and (stimuli is not None or region is not None):
-        raise ValueError("--stimuli and --region apply to Brain-Score .nc assemblies only")
-    if is_nc:
-        kw = {"window": win, "stimuli": stimuli, "region": region, "image_size": size}
-    elif preset or not data.is_dir():
-        kw = {"image_size": size} if preset else {"window": tuple(int(v) for v in (win or (90, 130))), "image_size": size}
-    rec = load_neural(data, preset=preset, **kw)
+    check_regression(regression)
+    rec = open_recording(data, preset=preset, window=window, stimuli=stimuli, region=region, image_size=image_size)
     if rec.synthetic:
         console.print(f"[yellow]Note:[/] {rec.name} is SYNTHETIC ({rec.description or 'simulated data'}).")
-    alpha_kw = _alpha_kw(alpha)  # validated even when unused, so a typo is never silently ignored
-    reg_kw = {"n_components": components} if regression == "pls" else alpha_kw
-    opts = dict(layers=layer or None, regression=regression, batch_size=batch_size, ceiling=ceiling, **reg_kw)
-    pca = None
-    if reduce is not None:
-        kind, _, num = reduce.partition(":")
-        if kind not in ("pca", "random") or not num.isdigit() or int(num) < 1:
-            raise ValueError(f"--reduce must be 'pca:N' or 'random:D' with a positive integer, got {reduce!r}")
-        pca, projection = (int(num), projection) if kind == "pca" else (None, int(num))
-    if pca_images is not None and pca is None:
-        raise ValueError("--pca-images needs --reduce pca:N")
-    if rec.kind == "flat":
-        opts.update(folds=folds, projection=projection, pool=pool, pca=pca)
-        if pca_images is not None:
-            opts["pca_images"] = _read_folder(pca_images, rec.images.shape[2:])
-    elif reduce is not None:
-        raise ValueError("--reduce applies to flat recordings (spatial maps use at most 600 grouped channels)")
+    opts = sweep_options(rec, layers=layer, regression=regression, components=components, alpha=alpha, folds=folds,
+                         projection=projection, pool=pool, reduce=reduce, pca_images=pca_images, batch_size=batch_size,
+                         ceiling=ceiling)
     result_store = ResultStore(store)
     results = {}
     for name in model:
