@@ -18,7 +18,7 @@ from harmonia.adversarial.alignment import (
     parse_target,
     resolve_targets,
 )
-from harmonia.adversarial.figure import save_attack_figure
+from harmonia.adversarial.figure import FooledFigures, save_attack_figure
 from harmonia.adversarial.grouping import ANIMATE_INANIMATE, GROUPINGS, GroupedLogits, resolve_grouping
 from harmonia.adversarial.maps import PERTURBATION_REDUCERS, perturbation_map
 
@@ -29,6 +29,7 @@ __all__ = [
     "SKIPPED",
     "AdversarialAlignment",
     "AdversarialResult",
+    "FooledFigures",
     "GroupedLogits",
     "PERTURBATION_REDUCERS",
     "adversarial_alignment",

@@ -78,7 +78,7 @@ def attack_command(
 ) -> None:
     import torch
 
-    from harmonia.adversarial import adversarial_alignment, perturbation_map, save_attack_figure
+    from harmonia.adversarial import FooledFigures, adversarial_alignment, perturbation_map
     from harmonia.adversarial.alignment import check_target, parse_target
     from harmonia.attacks import minimal_norm_attack
     from harmonia.data import HarmoniaDataset
@@ -86,7 +86,7 @@ def attack_command(
     from harmonia.models import load
     from harmonia.store import ResultStore
     from harmonia.utils.device import resolve_device
-    from harmonia.utils.io import OutputFolder, unique_labels
+    from harmonia.utils.io import unique_labels
 
     dev = resolve_device(device)
     parse_ceiling_option(ceiling)  # a bad value fails before anything is read or loaded
@@ -106,9 +106,8 @@ def attack_command(
     labels = dict(zip(dict.fromkeys(model), unique_labels(dict.fromkeys(model))))
     if figures is not None:
         ids = [r.id for r in dataset.records[: len(dataset) if limit is None else limit]]
-        figure_folder = OutputFolder(figures, inputs=[p for r in dataset.records for p in (r.image, r.map)],
-                                     option="--figures")
-        figure_folder.check([f"{label}-{i}.png" for label in labels.values() for i in ids])
+        fooled_figures = FooledFigures(figures, inputs=[p for r in dataset.records for p in (r.image, r.map)])
+        fooled_figures.check(labels.values(), ids)
     # Models first: a target they do not have is an error before the ceiling is computed.
     models = {name: load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed)
               for name in model}
@@ -128,21 +127,7 @@ def attack_command(
     for col in cols:
         table.add_column(col, justify="left" if col == "model" else "right")
     for name, m in models.items():
-        on_batch = None
-        if figures is not None:
-            figures.mkdir(parents=True, exist_ok=True)
-
-            def on_batch(batch, res, rows, _name=name):
-                for j, row in enumerate(rows):
-                    if row["status"] != "fooled":
-                        continue
-                    pmap = perturbation_map((res.adv[j:j + 1] - batch["image"][j:j + 1].to(res.adv.device)), reducer)[0]
-                    stem = f"{labels[_name]}-{row['image_id']}"
-                    figure_folder.claim([f"{stem}.png"])
-                    save_attack_figure(figures / f"{stem}.png", batch["image"][j], batch["map"][j], pmap,
-                                       res.adv[j], title=f"{_name} / {row['image_id']}",
-                                       lines=[f"L2 {row['l2']:.4f}  Linf {row['linf']:.4f}  spearman {row['spearman']:.3f}"])
-
+        on_batch = fooled_figures.writer(labels[name], name, reducer) if figures is not None else None
         with progress_callback(f"{name} / {atk.name}") as update:
             res = adversarial_alignment(m, dataset, atk, reducer=reducer, store=result_store, ceiling=ceil,
                                         batch_size=batch_size, device=dev, limit=limit,
