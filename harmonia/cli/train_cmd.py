@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -68,55 +67,6 @@ nodes, --out must be on a shared filesystem.
 """
 
 
-def _parse_milestones(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise ValueError(f"--milestones must be comma-separated epochs like 30,60,80, got {text!r}") from None
-
-
-def _parse_pair(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    parts = text.replace(" ", "").split(",")
-    try:
-        lo, hi = (float(parts[0]), float(parts[1])) if len(parts) == 2 else (float(parts[0]), 1.0)
-    except ValueError:
-        raise ValueError(f"--crop-scale must be 'MIN,MAX' like 0.08,1, got {text!r}") from None
-    return lo, hi
-
-
-def build_config(options: dict[str, Any], resume: bool) -> Any:
-    """A TrainConfig from explicitly given options: over the saved run's config when
-    resuming one, else over the preset.
-
-    Example:
-        >>> build_config({"data": "d", "epochs": 2, "preset": "adamw"}, resume=False).optimizer
-        'adamw'
-    """
-    from harmonia.training.trainer import TrainConfig
-
-    given = {k: v for k, v in options.items() if v is not None}
-    out = Path(given.get("out_dir", TrainConfig.out_dir))
-    saved = out / "config.json"
-    if resume and saved.is_file():
-        base = TrainConfig.from_json(json.loads(saved.read_text()))
-        if "preset" in given and given["preset"] != base.preset:
-            raise ValueError(f"{out} was trained with --preset {base.preset}; resume with that preset")
-        given.pop("preset", None)
-        data = base.to_json()
-        data.update(given)
-        config = TrainConfig.from_json(data)
-    else:
-        if "data" not in given:
-            raise ValueError("--data is needed (a dataset directory in harmonia's format)")
-        config = TrainConfig.from_preset(given.pop("preset", "harmonizer"), **given)
-    config.resume = resume
-    return config
-
-
 @user_errors
 def train_command(
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset directory in harmonia's format (needs a train split).", show_default="the run's config with --resume"),
@@ -168,6 +118,7 @@ def train_command(
     store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
 ) -> None:
     from harmonia.store import ResultStore
+    from harmonia.training.options import config_from_options, parse_crop_scale, parse_milestones
     from harmonia.training.trainer import train
 
     options: dict[str, Any] = {
@@ -177,19 +128,19 @@ def train_command(
         "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "momentum": momentum,
         "weight_decay": weight_decay, "lambda_weights": lambda_weights,
         "lambda_harmonization": lambda_harmonization, "schedule": schedule, "warmup_epochs": warmup_epochs,
-        "milestones": _parse_milestones(milestones), "gamma": gamma, "label_smoothing": label_smoothing,
+        "milestones": parse_milestones(milestones), "gamma": gamma, "label_smoothing": label_smoothing,
         "levels": levels, "reducer": reducer, "saliency_input": saliency_input, "score": score,
         "lambda_outside": lambda_outside, "lambda_masked": lambda_masked,
         "freeze_batchnorm": freeze_batchnorm, "image_size": image_size, "model_input_size": model_input_size,
         "augment": augment,
-        "crop_scale": _parse_pair(crop_scale),
+        "crop_scale": parse_crop_scale(crop_scale),
         "mix_folder": str(mix_folder) if mix_folder is not None else None, "mix_ratio": mix_ratio,
         "eval_every": eval_every, "eval_limit": eval_limit, "best_metric": best_metric, "ceiling": ceiling,
         "checkpoint_every_steps": checkpoint_every_steps, "checkpoint_every_epochs": checkpoint_every_epochs,
         "seed": seed, "device": device, "amp": amp, "num_workers": workers, "progress": progress,
         "log": True,  # a header and a line per epoch and per evaluation, bar or not (batch jobs keep a log)
     }
-    config = build_config(options, resume)
+    config = config_from_options(options, resume)
     main = int(os.environ.get("RANK", "0")) == 0  # torchrun: one store writer
     result_store = ResultStore(store) if main else None
     try:
