@@ -1,8 +1,8 @@
 """One registry type and one ``"name:key=value,key=value"`` spec grammar for every pluggable kind.
 
-A kind (challenges today; models, explainers, attacks, objectives, measurements next) keeps one
-:class:`Registry`; an implementation registers itself with a decorator in its own module, so
-adding one is adding one file.
+A kind (challenges, built-in models and model sources, explainers, attacks; objectives and
+measurements next) keeps one :class:`Registry`; an implementation registers itself with a
+decorator (in its own module, so adding one is adding one file, or where the built-in ones are).
 
 Example:
     >>> things = Registry("thing")
