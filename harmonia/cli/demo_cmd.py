@@ -70,17 +70,6 @@ def _step_printer() -> Any:
     return on_step
 
 
-def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    from rich.table import Table
-
-    t = Table(title=title)
-    for col in header:
-        t.add_column(col)
-    for row in rows:
-        t.add_row(*row)
-    console.print(t)
-
-
 @user_errors
 def demo_command(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for everything the demo writes."),
@@ -104,8 +93,8 @@ def demo_command(
     # busy 2-core machine spinning threads made a training step 4x slower than one thread
     # (measured); sleeping ones made it 1.6x faster. No effect if torch is already loaded.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from harmonia.cli.progress import progress_callback
-    from harmonia.experiments.demo import DemoUI, rerun_command, run_demo
+    from harmonia.cli.ui import cli_ui
+    from harmonia.experiments.demo import rerun_command, run_demo
 
     # (command-line name, ComparisonSettings field, value) of the options that override the recipe
     recipe = [("epochs", "epochs", epochs), ("lambda", "lambda_harmonization", lambda_harmonization),
@@ -120,8 +109,7 @@ def demo_command(
         "skip-photos": skip_photos, "model": None if photos_model == "efficientnet_lite0" else photos_model,
         "device": None if device == "cpu" else device,
     }
-    ui = DemoUI(rule=console.rule, log=console.print, table=_print_table, progress=progress_callback,
-                on_step=_step_printer())
+    ui = cli_ui(on_step=_step_printer())
     done = run_demo(out, settings, quick=quick, photos_model=photos_model, skip_photos=skip_photos, device=device,
                     command=rerun_command(quick, seeds, out, given), ui=ui)
     console.print(f"total {done.timings['total']:.0f} s")

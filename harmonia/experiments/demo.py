@@ -9,42 +9,25 @@
 4. The report: :class:`harmonia.report.sections.DemoReport` from what came back,
    rendered to ``OUT/report.html``; ``OUT/summary.json`` holds the numbers.
 
-What is shown along the way goes through a :class:`DemoUI` (the command line draws rich
-rules, tables and progress bars; the default prints nothing).
+What is shown along the way goes through a :class:`harmonia.utils.ui.UI` (the command line
+draws rich rules, tables and progress bars; the default prints nothing).
 
 Example:
-    >>> ui = DemoUI()
-    >>> with ui.progress("work") as update:
-    ...     update(1, 2)
+    >>> rerun_command(False, 1, Path("demo-out"), {})
+    'harmonia demo --out demo-out'
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Any
 
 from harmonia.settings import ComparisonSettings
-
-
-@contextlib.contextmanager
-def _no_progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    yield lambda done, total: None
-
-
-@dataclass
-class DemoUI:
-    """How the demo shows its progress: section titles, lines, tables, progress bars, per-epoch steps."""
-
-    rule: Callable[[str], None] = lambda title: None
-    log: Callable[[str], None] = lambda line: None
-    table: Callable[[str, list[str], list[list[str]]], None] = lambda title, header, rows: None
-    progress: Callable[[str], ContextManager[Callable[[int, int], None]]] = _no_progress
-    on_step: Callable[[str, dict[str, Any]], None] | None = None
+from harmonia.utils.ui import UI
 
 
 @dataclass
@@ -88,7 +71,7 @@ def bundled_photos(out: Path) -> list[Path]:
     return paths
 
 
-def explain_photos(out: Path, model_name: str, device: str, ui: DemoUI = DemoUI()) -> tuple[list[list[str]], bytes]:
+def explain_photos(out: Path, model_name: str, device: str, ui: UI = UI()) -> tuple[list[list[str]], bytes]:
     """Part 1: top-1 table rows and one small PNG of the photos with their maps (overlays in ``out/explain``)."""
     import numpy as np
     import torch
@@ -115,7 +98,7 @@ def explain_photos(out: Path, model_name: str, device: str, ui: DemoUI = DemoUI(
     return rows, photos_figure(images, maps, titles)
 
 
-def simulated_data(root: Path, settings: ComparisonSettings, ui: DemoUI = DemoUI()) -> Path:
+def simulated_data(root: Path, settings: ComparisonSettings, ui: UI = UI()) -> Path:
     """The simulated benchmark of ``settings`` at ``root``: reused when it was made with these settings."""
     from harmonia.data.format import read_info
     from harmonia.humans.simulate import SPLITS, SimulationConfig, simulate_from_config
@@ -154,7 +137,7 @@ def rerun_command(quick: bool, seeds: int, out: Path, overrides: dict[str, Any])
 
 
 def run_demo(out: Path, settings: ComparisonSettings, *, quick: bool = False, photos_model: str = "efficientnet_lite0",
-             skip_photos: bool = False, device: str = "cpu", command: str = "", ui: DemoUI = DemoUI()) -> DemoOutput:
+             skip_photos: bool = False, device: str = "cpu", command: str = "", ui: UI = UI()) -> DemoOutput:
     """Run the whole demo into ``out`` (see the module docstring); ``command`` is shown as how to re-run.
 
     Example:
