@@ -5,10 +5,11 @@ from harmonia.data.format import (
     DatasetInfo,
     DatasetWriter,
     HarmoniaDataset,
+    open_split,
     read_info,
 )
 
-__all__ = ["DatasetFormatError", "DatasetInfo", "DatasetWriter", "HarmoniaDataset", "read_info"]
+__all__ = ["DatasetFormatError", "DatasetInfo", "DatasetWriter", "HarmoniaDataset", "open_split", "read_info"]
 
 # ClickMe TFRecord readers (no TensorFlow) and the release's preprocessing.
 from harmonia.data.clickme import ClickMeDataset, ClickMeFormatError, ClickMeIndexedDataset  # noqa: E402

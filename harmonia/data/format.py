@@ -302,6 +302,21 @@ class HarmoniaDataset(torch.utils.data.Dataset):
                 yield r.subjects
 
 
+def open_split(root: str | os.PathLike, split: str | None = None, size: tuple[int, int] | int | None = None
+               ) -> HarmoniaDataset:
+    """A :class:`HarmoniaDataset` split that has images (an empty one is a :class:`~harmonia.errors.UserError`).
+
+    Example:
+        >>> open_split("path/to/dataset", "test", size=224)  # doctest: +SKIP
+    """
+    from harmonia.errors import UserError
+
+    ds = HarmoniaDataset(root, split=split, size=size)
+    if len(ds) == 0:
+        raise UserError(f"{root}: split {ds.split!r} has no images")
+    return ds
+
+
 def resolve_split(info: DatasetInfo, split: str | None, root: Path) -> str:
     """Pick the split to read: the named one, else the only one, else 'test', else 'val'."""
     available = info.splits or sorted(p.name for p in root.iterdir()
