@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
-from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.progress import progress_callback
+from harmonia.cli.common import reflow, user_errors
 
 EVALUATE_HELP = """Score models' feature-importance maps against the human maps of a dataset.
 
@@ -28,12 +25,6 @@ Examples:
   harmonia evaluate -m run/ckpt.pt -m timm:resnet18 --random-init --data D \\
       -e saliency -e "smoothgrad:n_samples=16" --blur 2 --downsample 4
 """
-
-
-def _fmt(x: object, pct: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "nan"
-    return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
 
 
 @user_errors
@@ -58,56 +49,13 @@ def evaluate_command(
     store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
     recompute: bool = typer.Option(False, help="Ignore cached results and compute again."),
 ) -> None:
-    from harmonia.attribution import parse_explainer_spec
-    from harmonia.data import HarmoniaDataset
-    from harmonia.evaluation import check_classes, evaluate, resolve_ceiling
-    from harmonia.evaluation.evaluate import check_targets_mode, parse_ceiling_option
-    from harmonia.metrics import MapScorer
-    from harmonia.models import load
-    from harmonia.store import ResultStore
-    from harmonia.utils.device import default_num_workers, resolve_device
+    from harmonia.cli.ui import cli_ui
+    from harmonia.experiments.evaluation import evaluate_models
 
-    explainers = [parse_explainer_spec(e) for e in explainer]  # validate all before loading anything
-    check_targets_mode(targets)
-    parse_ceiling_option(ceiling)  # a bad value fails before anything is read or loaded
-    dev = resolve_device(device)
-    scorer = MapScorer(blur_sigma=blur, downsample=downsample)
-    dataset = HarmoniaDataset(data, split=split, size=size)
-    if len(dataset) == 0:
-        raise ValueError(f"{data}: split {dataset.split!r} has no images")
-    # Models first: labels they do not have are an error before the ceiling is computed.
-    models = {name: load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed)
-              for name in model}
-    for m in models.values():
-        check_classes(m, dataset, labels_as_targets=targets == "label")
-    result_store = ResultStore(store)
-    ceil = resolve_ceiling(dataset, ceiling, store=result_store, scorer=scorer)
-    if dataset.info.synthetic:
-        console.print(f"[yellow]Note:[/] {data} is a SYNTHETIC dataset ({dataset.info.description or 'simulated data'}).")
-
-    table = Table(title=f"Alignment on {dataset.info.name} / {dataset.split} ({len(dataset) if limit is None else min(limit, len(dataset))} images)")
-    for col in ("model", "explainer", "spearman", "alignment", "dice", "iou", "accuracy", "NaN maps", "cached"):
-        table.add_column(col, justify="left" if col in ("model", "explainer") else "right")
-    n_workers = default_num_workers(dev) if workers is None else workers
-    for name, m in models.items():
-        for exp in explainers:
-            with progress_callback(f"{name} / {exp.name}") as update:
-                res = evaluate(m, dataset, exp, scorer, store=result_store, ceiling=ceil, targets=targets,
-                               batch_size=batch_size, num_workers=n_workers, device=dev, limit=limit,
-                               recompute=recompute, progress=update)
-            a = res.aggregates
-            if res.resumed:
-                console.print(f"{name} / {exp!r}: resumed an interrupted run: {res.resumed} of {len(res.rows)} images "
-                              f"were already stored, {len(res.rows) - res.resumed} computed now", highlight=False)
-            table.add_row(
-                name, repr(exp), _fmt(a["spearman"]["mean"]), _fmt(a.get("alignment"), pct=True),
-                _fmt(a["dice"]["mean"]), _fmt(a["iou"]["mean"]), _fmt(a.get("accuracy"), pct=True),
-                str(a["spearman"]["n_nan"]), "yes" if res.cached else (f"resumed ({res.resumed} stored)" if res.resumed else "no"),
-            )
-    console.print(table)
-    if ceil is not None:
-        console.print(f"alignment = mean Spearman / ceiling {ceil.value:.4f} ({ceil.source})")
-    console.print(f"results stored in {result_store.path}  (see `harmonia results list`)")
+    evaluate_models(model, data, split=split, explainers=explainer, targets=targets, size=size, blur=blur,
+                    downsample=downsample, ceiling=ceiling, arch=arch, allow_pickle=allow_pickle, random_init=random_init,
+                    seed=seed, batch_size=batch_size, workers=workers, device=device, limit=limit, store=store,
+                    recompute=recompute, ui=cli_ui())
 
 
 def register(app: typer.Typer) -> None:
