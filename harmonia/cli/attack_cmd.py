@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
-from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.progress import progress_callback
+from harmonia.cli.common import reflow, user_errors
 
 ATTACK_HELP = """Minimal adversarial perturbations and how well they line up with human maps.
 
@@ -47,12 +44,6 @@ Examples:
   harmonia attack -m M -d D --target column:goal
 """
 
-def _fmt(x: object, pct: bool = False) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "nan"
-    return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
-
-
 @user_errors
 def attack_command(
     model: list[str] = typer.Option(..., "--model", "-m", help="Model name or checkpoint path. Repeat for several."),
@@ -76,80 +67,13 @@ def attack_command(
     store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
     recompute: bool = typer.Option(False, help="Ignore cached results and compute again."),
 ) -> None:
-    import torch
+    from harmonia.cli.ui import cli_ui
+    from harmonia.experiments.adversarial import attack_models
 
-    from harmonia.adversarial import FooledFigures, adversarial_alignment, perturbation_map
-    from harmonia.adversarial.alignment import check_target, parse_target
-    from harmonia.attacks import minimal_norm_attack
-    from harmonia.data import HarmoniaDataset
-    from harmonia.evaluation import parse_ceiling_option, resolve_ceiling
-    from harmonia.models import load
-    from harmonia.store import ResultStore
-    from harmonia.utils.device import resolve_device
-    from harmonia.utils.io import unique_labels
-
-    dev = resolve_device(device)
-    parse_ceiling_option(ceiling)  # a bad value fails before anything is read or loaded
-    if target is not None and grouping is not None:
-        raise ValueError("--target and --grouping exclude each other (a two-way decision has one other group)")
-    atk = minimal_norm_attack(attack, norm)
-    if grouping is not None:
-        from harmonia.adversarial import resolve_grouping
-
-        resolve_grouping(grouping)  # validate before loading anything
-    perturbation_map(torch.zeros(1, 3, 1, 1), reducer)  # validate the reducer before loading anything
-    dataset = HarmoniaDataset(data, split=split, size=size)
-    if len(dataset) == 0:
-        raise ValueError(f"{data}: split {dataset.split!r} has no images")
-    tgt = parse_target(target, dataset)
-    # Figures are named per model (two runs' final.pt must not share names) and checked before any work.
-    labels = dict(zip(dict.fromkeys(model), unique_labels(dict.fromkeys(model))))
-    if figures is not None:
-        ids = [r.id for r in dataset.records[: len(dataset) if limit is None else limit]]
-        fooled_figures = FooledFigures(figures, inputs=[p for r in dataset.records for p in (r.image, r.map)])
-        fooled_figures.check(labels.values(), ids)
-    # Models first: a target they do not have is an error before the ceiling is computed.
-    models = {name: load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed)
-              for name in model}
-    for m in models.values():
-        check_target(tgt, m.num_classes)
-    result_store = ResultStore(store)
-    ceil = resolve_ceiling(dataset, ceiling, store=result_store)
-    if dataset.info.synthetic:
-        console.print(f"[yellow]Note:[/] {data} is a SYNTHETIC dataset ({dataset.info.description or 'simulated data'}).")
-
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    task = "untargeted" if tgt is None and grouping is None else (f"grouping {grouping}" if grouping else
-                                                                 f"target {target}")
-    table = Table(title=f"Adversarial alignment on {dataset.info.name} / {dataset.split} ({n} images), {atk!r}, {task}")
-    cols = ("model", "fooled", "misclassified", "not fooled", *(("skipped",) if tgt is not None else ()),
-            "median L2", "median Linf", "spearman", "alignment", "fwd / img", "bwd / img", "cached")
-    for col in cols:
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for name, m in models.items():
-        on_batch = fooled_figures.writer(labels[name], name, reducer) if figures is not None else None
-        with progress_callback(f"{name} / {atk.name}") as update:
-            res = adversarial_alignment(m, dataset, atk, reducer=reducer, store=result_store, ceiling=ceil,
-                                        batch_size=batch_size, device=dev, limit=limit,
-                                        recompute=recompute, progress=update, on_batch=on_batch,
-                                        target=tgt, grouping=grouping)
-        a = res.aggregates
-        table.add_row(name, str(a["n_fooled"]), str(a["n_misclassified"]), str(a["n_not_fooled"]),
-                      *((str(a.get("n_skipped", 0)),) if tgt is not None else ()),
-                      _fmt(a.get("l2_median")), _fmt(a.get("linf_median")), _fmt(a["spearman"]["mean"]),
-                      _fmt(a.get("alignment"), pct=True), f"{a['forwards_mean']:.1f}", f"{a['backwards_mean']:.1f}",
-                      "yes" if res.cached else "no")
-    console.print(table)
-    which = "Linf" if atk.name == "fmn_linf" else "L2"
-    console.print(f"tolerance = minimal {which} norm of the perturbation in [0, 1] pixel space (median over fooled images); "
-                  f"not-fooled images resisted the budget {atk.budget()}")
-    if tgt is not None:
-        console.print("skipped = images whose label is the target (not attacked)")
-    if grouping is not None:
-        console.print(f"labels and decisions are groups ({grouping}); misclassified = wrong group")
-    if ceil is not None:
-        console.print(f"alignment = mean Spearman (perturbation map, {reducer}) / ceiling {ceil.value:.4f} ({ceil.source})")
-    console.print(f"results stored in {result_store.path}  (see `harmonia results list`)")
+    attack_models(model, data, split=split, attack=attack, norm=norm, target=target, grouping=grouping, reducer=reducer,
+                  size=size, ceiling=ceiling, arch=arch, allow_pickle=allow_pickle, random_init=random_init, seed=seed,
+                  batch_size=batch_size, device=device, limit=limit, figures=figures, store=store, recompute=recompute,
+                  ui=cli_ui())
 
 
 def register(app: typer.Typer) -> None:
