@@ -51,25 +51,20 @@ def ceiling_command(
     store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
     recompute: bool = typer.Option(False, help="Ignore a cached result and compute again."),
 ) -> None:
-    from harmonia.data import HarmoniaDataset
+    from harmonia.data import open_split
     from harmonia.humans.ceiling import run_ceiling
-    from harmonia.store import ResultStore
+    from harmonia.store.sqlite import default_store_path
     from harmonia.utils.device import resolve_device
 
     dev = resolve_device(device)
-    ds = HarmoniaDataset(data, split=split)
-    if len(ds) == 0:
-        raise ValueError(f"{data}: split {ds.split!r} has no images")
-    if not ds.has_subjects:
-        raise ValueError(f"{data}/{ds.split}: no per-subject maps (subjects/ID.npy); a ceiling needs them "
-                         "(for the released ClickMe maps use the published 0.65753)")
-    if ds.info.synthetic:
-        console.print(f"[yellow]Note:[/] {data} is a SYNTHETIC dataset ({ds.info.description or 'simulated data'}).")
-    result_store = ResultStore(store)
+    ds = open_split(data, split=split)
+    store_path = store or default_store_path()
     with progress_callback("ceiling") as update:
-        run = run_ceiling(ds, result_store, metric=metric, repeats=repeats, blur=blur, blur_size=blur_size, sigma=sigma,
+        run = run_ceiling(ds, store_path, metric=metric, repeats=repeats, blur=blur, blur_size=blur_size, sigma=sigma,
                           crop=crop, seed=seed, chunk_size=chunk_size, device=dev,
                           recompute=recompute, progress=update)
+    if ds.info.synthetic:  # after the run, which refuses a dataset without per-subject maps first
+        console.print(f"[yellow]Note:[/] {data} is a SYNTHETIC dataset ({ds.info.description or 'simulated data'}).")
     res = run.result
     s = res.settings
     console.print(f"{ds.info.name} / {ds.split}: {len(res.per_image)} images, metric {s['metric']}, "
@@ -78,7 +73,7 @@ def ceiling_command(
     for label, summ in (("ceiling", res.ceiling), ("floor", res.floor)):
         console.print(f"  {label:8s} {_fmt(summ.mean)} +/- {_fmt(summ.sem)} (sem)   std {_fmt(summ.std)}   "
                       f"n={summ.n}  NaN={summ.n_nan}", highlight=False)
-    console.print(f"stored as run {run.key[:12]} in {result_store.path}")
+    console.print(f"stored as run {run.key[:12]} in {store_path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -660,13 +661,24 @@ def run_ceiling(
 
     The key covers the subject files' content (not the images), the split and every
     setting; per-image rows are committed chunk by chunk, so an interrupted run resumes.
+    A dataset without per-subject maps is a :class:`~harmonia.errors.UserError`. ``store``: a
+    :class:`~harmonia.store.ResultStore`, the path of one (opened after the checks) or None.
 
     Example:
         >>> run = run_ceiling(HarmoniaDataset("data/clicks"), ResultStore("r.sqlite"))  # doctest: +SKIP
         >>> run.result.ceiling.mean, run.cached  # doctest: +SKIP
     """
+    from harmonia.errors import UserError
     from harmonia.measurements import progress_events, run
 
+    if not getattr(dataset, "has_subjects", False):
+        where = f"{dataset.root}/{dataset.split}" if hasattr(dataset, "split") else "dataset"
+        raise UserError(f"{where}: no per-subject maps (subjects/ID.npy); a ceiling needs them "
+                        "(for the released ClickMe maps use the published 0.65753)")
+    if isinstance(store, (str, os.PathLike)):  # opened once the data is known to be usable: no file on an error
+        from harmonia.store import ResultStore
+
+        store = ResultStore(store)
     m = HumanCeiling(metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, device, map_prep=prepare)
     res = run(m, None, dataset, store=store, recompute=recompute, on_event=progress_events(progress))
     return CeilingRun(res.key, res.cached, m.result(res.rows, dataset))
