@@ -343,7 +343,6 @@ def _ckpt(tmp_path, classes: int):
 def test_attack_cli_targets_norms_and_grouping(tiny_dataset, tmp_path):
     from typer.testing import CliRunner
 
-    import harmonia.cli.attack_cmd  # noqa: F401
     from harmonia.cli.main import app
     from harmonia.data import HarmoniaDataset
     from harmonia.models import load
@@ -385,7 +384,6 @@ def test_attack_cli_targets_norms_and_grouping(tiny_dataset, tmp_path):
 def test_attack_cli_prints_tolerance_and_alignment(tiny_model, tiny_dataset, tmp_path):
     from typer.testing import CliRunner
 
-    import harmonia.cli.attack_cmd  # noqa: F401  (registers `attack` until the lead adds it to commands.py)
     from harmonia.cli.main import app
     from harmonia.models.checkpoint import save_checkpoint
 

@@ -68,3 +68,116 @@ def test_neural_options(tmp_path):
         sweep_options(flat, regression="lasso")
     with pytest.raises(ValueError, match="--stimuli and --region apply to Brain-Score"):
         open_recording(paths["flat"], region="IT")
+
+
+# -- evaluate / attack / ceiling over models, without typer -------------------------------------
+
+
+@pytest.fixture
+def two_checkpoints(tmp_path):
+    from harmonia.models.checkpoint import save_checkpoint
+
+    paths = []
+    for seed in (0, 1):
+        m = load("small_cnn", pretrained=False, num_classes=3, width=8, seed=seed)
+        m.class_names = ["a", "b", "c"]
+        paths.append(str(save_checkpoint(m, tmp_path / f"m{seed}.pt")))
+    return paths
+
+
+def recording_ui():
+    """A UI that keeps what a job showed (lines, tables, progress bars) in ``ui.shown``."""
+    import contextlib
+
+    from harmonia.utils.ui import UI
+
+    shown = {"log": [], "table": [], "progress": []}
+
+    @contextlib.contextmanager
+    def progress(description):
+        shown["progress"].append(description)
+        yield lambda done, total: None
+
+    ui = UI(log=shown["log"].append, progress=progress,
+            table=lambda title, header, rows, justify=None: shown["table"].append((title, header, rows, justify)))
+    ui.shown = shown
+    return ui
+
+
+def test_evaluate_models_runs_every_pair_and_shows_one_table(tmp_path, two_checkpoints):
+    from tests.conftest import write_tiny_dataset
+
+    from harmonia.experiments.evaluation import evaluate_models
+
+    data = write_tiny_dataset(tmp_path / "data", n=6)
+    ui = recording_ui()
+    res = evaluate_models(two_checkpoints, data, explainers=["saliency", "gradcam"], store=tmp_path / "r.sqlite",
+                          device="cpu", ui=ui)
+    assert [(r.model, r.explainer.split("(")[0]) for r in res.runs] == [
+        (two_checkpoints[0], "Saliency"), (two_checkpoints[0], "GradCAM"),
+        (two_checkpoints[1], "Saliency"), (two_checkpoints[1], "GradCAM")]
+    assert res.ceiling.source == "ClickMe release constant" and res.store == tmp_path / "r.sqlite"
+    assert len(ui.shown["progress"]) == 4 and "SYNTHETIC" in ui.shown["log"][0]
+    (title, header, rows, justify), = ui.shown["table"]
+    assert title == "Alignment on tiny / test (6 images)" and header[:3] == ["model", "explainer", "spearman"]
+    assert justify[:3] == ["left", "left", "right"] and [r[-1] for r in rows] == ["no"] * 4
+    spearman = [r.result.aggregates["spearman"]["mean"] for r in res.runs]
+    assert spearman[0] != spearman[2]  # two different models, two different numbers
+    again = evaluate_models(two_checkpoints[:1], data, store=tmp_path / "r.sqlite", device="cpu")  # silent UI
+    assert again.runs[0].result.cached and again.runs[0].result.aggregates == res.runs[0].result.aggregates
+    for kw, match in (({"explainers": ["nope"]}, "unknown explainer"), ({"ceiling": "0"}, "--ceiling must be"),
+                      ({"targets": "x"}, "targets must be"), ({"split": "train"}, "train")):
+        with pytest.raises(ValueError, match=match):
+            evaluate_models(["does-not-exist.pt"], data, store=tmp_path / "bad.sqlite", **kw)  # before any model
+    assert not (tmp_path / "bad.sqlite").exists()
+
+
+def test_attack_models_checks_options_first_and_writes_figures_per_model(tmp_path, two_checkpoints):
+    from tests.conftest import write_tiny_dataset
+
+    from harmonia.errors import UserError
+    from harmonia.experiments.adversarial import attack_models
+
+    data = write_tiny_dataset(tmp_path / "data", n=6)
+    res = attack_models(two_checkpoints, data, attack="fmn:steps=20", figures=tmp_path / "figs",
+                        store=tmp_path / "r.sqlite", device="cpu")
+    assert [r.model for r in res.runs] == two_checkpoints and res.attack.name == "fmn"
+    n_fooled = sum(r.result.aggregates["n_fooled"] for r in res.runs)
+    assert n_fooled > 0 and len(list((tmp_path / "figs").glob("m?.pt-im*.png"))) == n_fooled  # one per fooled image
+    ui = recording_ui()
+    res = attack_models(two_checkpoints, data, attack="fmn:steps=5", limit=4, target="least-likely", ceiling="0.5",
+                        store=tmp_path / "r.sqlite", device="cpu", ui=ui)
+    assert res.ceiling.value == 0.5 and ui.shown["progress"] == [f"{p} / fmn" for p in two_checkpoints]
+    (title, header, rows, justify), = ui.shown["table"]
+    assert "target least-likely" in title and "skipped" in header and justify.count("left") == 1
+    assert any("skipped = images whose label is the target" in line for line in ui.shown["log"])
+    a = res.runs[0].result.aggregates
+    assert a["n_fooled"] + a["n_misclassified"] + a["n_not_fooled"] + a.get("n_skipped", 0) == 4
+    for kw, match in (({"target": "1", "grouping": "animate-inanimate"}, "exclude each other"),
+                      ({"norm": "l3"}, "unknown norm"), ({"reducer": "median"}, "unknown reducer"),
+                      ({"grouping": "mammals"}, "unknown grouping"), ({"target": "column:nope"}, "no column")):
+        with pytest.raises(ValueError, match=match):
+            attack_models(["does-not-exist.pt"], data, store=tmp_path / "bad.sqlite", **kw)  # before any model
+    with pytest.raises(UserError, match="exclude each other"):
+        attack_models(two_checkpoints, data, target="1", grouping="animate-inanimate")
+    assert not (tmp_path / "bad.sqlite").exists()
+
+
+def test_run_ceiling_refuses_a_dataset_without_per_subject_maps(tmp_path):
+    from tests.conftest import write_tiny_dataset
+
+    from harmonia.data import HarmoniaDataset, open_split
+    from harmonia.errors import UserError
+    from harmonia.humans.ceiling import run_ceiling
+
+    plain = write_tiny_dataset(tmp_path / "plain", n=4)
+    with pytest.raises(UserError, match="no per-subject maps"):
+        run_ceiling(HarmoniaDataset(plain), tmp_path / "r.sqlite")
+    assert not (tmp_path / "r.sqlite").exists()  # a store path is opened only for usable data
+    subj = write_tiny_dataset(tmp_path / "subj", n=4, subjects=3)
+    run = run_ceiling(open_split(subj), tmp_path / "r.sqlite", repeats=2, chunk_size=2)
+    assert not run.cached and run_ceiling(open_split(subj), tmp_path / "r.sqlite", repeats=2, chunk_size=2).cached
+    empty = tmp_path / "empty"
+    write_tiny_dataset(empty, n=0)
+    with pytest.raises(UserError, match="has no images"):
+        open_split(empty)

@@ -261,7 +261,6 @@ def test_scores_are_deterministic_and_cached(tmp_path, spatial_rec):
 
 
 def test_cli_simulates_scores_and_rejects_bad_input(tmp_path):
-    import harmonia.cli.neural_cmd  # noqa: F401  (registers the command until the lead adds it to commands.py)
     from harmonia.cli.main import app
 
     runner = CliRunner()
@@ -454,7 +453,6 @@ def test_brainscore_reader_errors(tmp_path, brainio_files):
 
 
 def test_brainscore_cli_finds_stimuli_and_scores(tmp_path, flat_rec):
-    import harmonia.cli.neural_cmd  # noqa: F401
     from harmonia.cli.main import app
     from harmonia.neural import write_brainscore_assembly
 

@@ -311,7 +311,6 @@ def test_sigkill_then_cli_resume_matches_an_uninterrupted_run(tmp_path):
     """A real SIGKILL mid-run (no clean-up code runs), then `harmonia train --resume`."""
     from typer.testing import CliRunner
 
-    import harmonia.cli.train_cmd  # noqa: F401  (registers the command)
     from harmonia.cli.main import app
 
     data = write_colour_dataset(tmp_path / "data", n_train=16, n_test=3)
@@ -384,7 +383,6 @@ def test_two_process_ddp_on_cpu_gives_the_one_process_loss_and_weights(tmp_path)
 def test_cli_help_and_bad_input(tmp_path):
     from typer.testing import CliRunner
 
-    import harmonia.cli.train_cmd  # noqa: F401
     from harmonia.cli.main import app
 
     r = CliRunner().invoke(app, ["train", "--help"])
