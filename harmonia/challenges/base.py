@@ -80,11 +80,31 @@ class Challenge:
         return f"{type(self).__name__}(seed={self.seed}, {knobs})"
 
 
+_SUPPORT_MODULES = {"base", "dataset", "writer"}
+
+
+def discover() -> None:
+    """Import every challenge module of this package, so each registers itself.
+
+    Adding a challenge is adding one module to ``harmonia/challenges/``; nothing else to edit.
+    """
+    import importlib
+    import pkgutil
+
+    import harmonia.challenges as package
+
+    for mod in pkgutil.iter_modules(package.__path__):
+        if not mod.name.startswith("_") and mod.name not in _SUPPORT_MODULES:
+            importlib.import_module(f"{package.__name__}.{mod.name}")
+
+
 def create(name: str, seed: int = 0, **knobs: Any) -> Challenge:
     """A registered challenge by name: ``create("pathtracker", seed=0, frames=32)``."""
+    discover()
     return CHALLENGES.create(name, seed=seed, **knobs)
 
 
 def names() -> list[str]:
     """Names of the registered challenges."""
+    discover()
     return CHALLENGES.names()

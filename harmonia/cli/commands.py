@@ -5,6 +5,7 @@ from __future__ import annotations
 from harmonia.cli import (  # noqa: F401  (imported for their registrations)
     attack_cmd,
     ceiling_cmd,
+    challenge_cmd,
     data_clicks_cmd,
     data_cmd,
     data_convert_cmd,

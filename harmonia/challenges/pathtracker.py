@@ -1,0 +1,96 @@
+"""PathTracker (Linsley, Malik et al., NeurIPS 2021): track one of many identical dots.
+
+A video is T x 32 x 32 x 3 uint8 on black. Every dot is the same green 2 x 2 square, so only
+motion tells the target apart. A red 3 x 3 hollow start marker is centred on the target's first
+position and a blue end marker sits at the end of one of two full-length paths in every frame:
+the target's (label 1) or a second path that carries its own dot (label 0). ``distractors``
+more dots move on their own paths. Trajectories: :mod:`harmonia.challenges._tracking`.
+
+Positions are top-left pixels of the dots, inside a 27 x 27 window (32 - 5) placed two pixels
+from the border so that the markers around the first and last positions fit in the frame.
+The markers are drawn over the dots (they are visible in every frame); a marker's centre is the
+top-left pixel of the dot it marks.
+
+Example:
+    >>> import harmonia.challenges as hc
+    >>> gen = hc.create("pathtracker", seed=0, frames=32, distractors=5)
+    >>> s = gen[1]
+    >>> s["video"].shape, s["label"], s["meta"]["trajectories"].shape
+    ((32, 32, 32, 3), 1, (7, 32, 2))
+    >>> tuple(s["meta"]["trajectories"][s["meta"]["target"], -1]) == s["meta"]["end_marker"]
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harmonia.challenges._tracking import check_int, draw_markers, random_paths, square_pixels
+from harmonia.challenges.base import CHALLENGES, Challenge
+
+SIZE = 32
+WINDOW = SIZE - 5
+OFFSET = 2  # window's top-left in the frame: markers (radius 1) around any position fit
+DOT = 2
+MARKER = 3
+MIN_END_GAP = 3.0  # pixels between the two full paths' ends: the end marker marks one of them unambiguously
+FRAMES = (32, 64, 128)
+DISTRACTORS = (0, 5, 14, 25)
+SPEEDS = (1, 2, 4)
+
+
+@CHALLENGES.register("pathtracker", aliases=("path_tracker", "pt"))
+class PathTracker(Challenge):
+    """PathTracker videos; knobs ``frames`` (32, 64 default, 128), ``distractors`` (0, 5, 14 default,
+    25), ``speed`` (1 default, 2, 4: path samples per frame). Other values are allowed when possible.
+
+    ``gen[i]``: ``video`` (T x 32 x 32 x 3 uint8), ``label`` and ``meta`` with ``trajectories``
+    (objects x T x 2 int, each dot's top-left (row, col) per frame), ``target`` and ``second``
+    (rows of the two full paths), ``start_marker``, ``end_marker`` ((row, col) centres) and
+    ``condition``.
+    """
+
+    modality = "video"
+    name = "pathtracker"
+
+    def __init__(self, seed: int = 0, frames: int = 64, distractors: int = 14, speed: int = 1,
+                 length: int = 20_000) -> None:
+        frames = check_int("frames", frames, 2, 1024)
+        distractors = check_int("distractors", distractors, 0, 200)
+        speed = check_int("speed", speed, 1, 16)
+        super().__init__(seed=seed, length=length, frames=frames, distractors=distractors, speed=speed)
+        self.frames, self.distractors, self.speed = frames, distractors, speed
+
+    def sample(self, rng: np.random.Generator, label: int, index: int) -> dict[str, Any]:
+        n_obj = 2 + self.distractors
+        paths = random_paths(rng, n_obj, self.frames, self.speed, WINDOW) + OFFSET
+        # rows 0 and 1 are the two full paths; their ends must be told apart by the marker
+        for _ in range(1000):
+            gap = np.linalg.norm((paths[0, -1] - paths[1, -1]).astype(float))
+            if gap >= MIN_END_GAP:
+                break
+            paths[1] = random_paths(rng, 1, self.frames, self.speed, WINDOW)[0] + OFFSET
+        else:  # pragma: no cover - needs a degenerate window
+            raise RuntimeError("could not place two path ends apart")
+        order = rng.permutation(n_obj)  # the target's row is random, not always 0
+        paths = paths[order]
+        target, second = int(np.flatnonzero(order == 0)[0]), int(np.flatnonzero(order == 1)[0])
+        start = paths[target, 0]
+        end = paths[target, -1] if label == 1 else paths[second, -1]
+
+        video = np.zeros((self.frames, SIZE, SIZE, 3), np.uint8)
+        rows, cols = square_pixels(paths, DOT)  # objects x T x 4
+        t = np.broadcast_to(np.arange(self.frames)[None, :, None], rows.shape)
+        video[t, rows, cols, 1] = 255
+        draw_markers(video, start, end, MARKER)
+        meta = {
+            "trajectories": paths,
+            "target": target,
+            "second": second,
+            "start_marker": (int(start[0]), int(start[1])),
+            "end_marker": (int(end[0]), int(end[1])),
+            "condition": f"frames={self.frames},distractors={self.distractors},speed={self.speed}",
+        }
+        return {"video": video, "label": label, "meta": meta}
