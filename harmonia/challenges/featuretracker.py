@@ -1,0 +1,206 @@
+"""FeatureTracker (Muzellec, Linsley et al., ICLR 2025): track an object whose shape and colour change.
+
+Like PathTracker (32 x 32 frames, 27 x 27 window, the same trajectories) with 32 frames and
+10 distractors by default. Every object is a 5 x 5 grid whose 3 x 3 core starts as a random
+non-empty binary pattern; the red start and blue end markers are 5 x 5 hollow squares around
+an object's first / last position (the marker's centre is the object's centre, top-left + 2).
+Label 1: the end marker is at the target's last position. Label 0: it is at the last position
+of the distractor whose end is closest to the target's (but not on it), so negatives are hard.
+
+Knobs:
+
+- ``shapes``: ``none`` (shapes stay fixed), ``in`` (in distribution: birth-only Game-of-Life
+  rule, an empty pixel with exactly 3 on neighbours turns on, none die), ``out`` (out of
+  distribution: death-only, an on pixel with < 2 or > 3 on neighbours dies; an emptied shape
+  is re-randomised).
+- ``colors``: ``none`` (fixed green), ``in`` (hue rotates 1/64 of the cycle per frame inside
+  [0, 180) degrees), ``out`` (the same inside [180, 360)), ``irregular`` (a speed drawn in
+  U(0.02, 0.05) cycles per frame, every frame, inside [0, 180)). S = V = 1. The rotation is
+  folded into its half circle (it turns back at the ends), so the hue changes smoothly and
+  never jumps.
+
+Training uses ``shapes=in, colors=in``; :data:`CONDITIONS` lists the test conditions.
+Each sample also has ``masks``: uint8 T x 32 x 32 per-frame object ids (0 background, 1 start
+marker, 2 end marker, 3 + k object k, later drawings on top) for the CV-RNN's synchrony loss.
+
+Example:
+    >>> import harmonia.challenges as hc
+    >>> s = hc.create("featuretracker", seed=0)[0]
+    >>> s["video"].shape, s["masks"].shape, s["meta"]["trajectories"].shape, s["label"]
+    ((32, 32, 32, 3), (32, 32, 32), (11, 32, 2), 0)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harmonia.challenges._tracking import check_choice, check_int, random_paths, ring_offsets, square_pixels
+from harmonia.challenges.base import CHALLENGES, Challenge
+
+SIZE = 32
+WINDOW = SIZE - 5
+OBJECT = 5
+SHAPES = ("none", "in", "out")
+COLORS = ("none", "in", "out", "irregular")
+# The nine main conditions (shapes x none/in/out colours) and the three with irregular colours.
+MAIN_CONDITIONS = tuple((s, c) for s in SHAPES for c in ("none", "in", "out"))
+EXTRA_CONDITIONS = tuple((s, "irregular") for s in SHAPES)
+CONDITIONS = MAIN_CONDITIONS + EXTRA_CONDITIONS
+TRAIN_CONDITION = ("in", "in")
+HUE_STEP = 360.0 / 64  # degrees per frame
+IRREGULAR_SPEED = (0.02, 0.05)  # cycles per frame
+GREEN_HUE = 120.0
+HUE_RANGES = {"none": (GREEN_HUE, GREEN_HUE), "in": (0.0, 180.0), "out": (180.0, 360.0), "irregular": (0.0, 180.0)}
+MIN_END_GAP = 1.0  # a negative's end marker is never on the target's end
+
+
+def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
+    """Hues in degrees -> uint8 RGB (S = V = 1), vectorised: ``hue.shape + (3,)``.
+
+    Example:
+        >>> hue_to_rgb(np.array([0.0, 120.0, 240.0])).tolist()
+        [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    """
+    k = (np.asarray(hue, float)[..., None] / 60.0 + np.array([5.0, 3.0, 1.0])) % 6.0
+    f = 1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return np.round(f * 255).astype(np.uint8)
+
+
+def _neighbours(grid: np.ndarray) -> np.ndarray:
+    """On-neighbour counts (8-connected, zero outside) of ... x 5 x 5 bool grids."""
+    p = np.pad(grid.astype(np.int8), [(0, 0)] * (grid.ndim - 2) + [(1, 1), (1, 1)])
+    h, w = grid.shape[-2:]
+    return sum(p[..., 1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
+               for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
+
+
+def step_shapes(grid: np.ndarray, rule: str) -> np.ndarray:
+    """One frame of the shape rule on ... x 5 x 5 bool grids (``in``: birth-only, ``out``: death-only).
+
+    Example:
+        >>> g = np.zeros((5, 5), bool); g[1, 1] = g[1, 2] = g[2, 1] = True
+        >>> int(step_shapes(g, "in").sum()), int(step_shapes(g, "out").sum())
+        (4, 3)
+    """
+    n = _neighbours(grid)
+    if rule == "in":
+        return grid | (n == 3)
+    if rule == "out":
+        return grid & (n >= 2) & (n <= 3)
+    return grid.copy()
+
+
+def random_cores(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` 5 x 5 bool grids whose 3 x 3 core is a random non-empty pattern (uniform over the 511)."""
+    code = rng.integers(1, 512, size=n)
+    bits = (code[:, None] >> np.arange(9)) & 1
+    grid = np.zeros((n, OBJECT, OBJECT), bool)
+    grid[:, 1:4, 1:4] = bits.reshape(n, 3, 3).astype(bool)
+    return grid
+
+
+def hue_paths(rng: np.random.Generator, n: int, frames: int, colors: str) -> np.ndarray:
+    """Hues in degrees, n x frames, following the ``colors`` rule (see the module docstring)."""
+    if colors == "none":
+        return np.full((n, frames), GREEN_HUE)
+    if colors == "irregular":
+        speed = rng.uniform(*IRREGULAR_SPEED, size=(n, frames - 1)) * 360.0
+        travel = np.concatenate([np.zeros((n, 1)), np.cumsum(speed, axis=1)], axis=1)
+    else:
+        travel = np.broadcast_to(np.arange(frames) * HUE_STEP, (n, frames))
+    lo, hi = HUE_RANGES[colors]
+    width = hi - lo
+    phase = (rng.uniform(0.0, 2 * width, size=(n, 1)) + travel) % (2 * width)
+    folded = np.where(phase < width, phase, 2 * width - phase)  # back and forth inside the range
+    return lo + np.minimum(folded, np.nextafter(width, 0))
+
+
+@CHALLENGES.register("featuretracker", aliases=("feature_tracker", "ft"))
+class FeatureTracker(Challenge):
+    """FeatureTracker videos; knobs ``frames`` (32), ``distractors`` (10), ``speed`` (1),
+    ``shapes`` (none / in / out) and ``colors`` (none / in / out / irregular); default in distribution.
+
+    ``gen[i]``: ``video`` (T x 32 x 32 x 3 uint8), ``masks`` (T x 32 x 32 uint8), ``label``,
+    ``meta``: ``trajectories`` (objects x T x 2 top-left (row, col)), ``target``, ``lure`` (the
+    closest-ending distractor), ``start_marker`` / ``end_marker`` (centres), ``shapes``
+    (objects x T x 5 x 5 bool), ``hues`` (objects x T degrees) and ``condition``.
+    """
+
+    modality = "video"
+    name = "featuretracker"
+
+    def __init__(self, seed: int = 0, frames: int = 32, distractors: int = 10, speed: int = 1,
+                 shapes: str = "in", colors: str = "in", length: int = 100_000) -> None:
+        frames = check_int("frames", frames, 2, 1024)
+        distractors = check_int("distractors", distractors, 1, 200) if distractors != 0 else None
+        if distractors is None:
+            raise ValueError("featuretracker needs distractors >= 1: a negative puts the end marker on a distractor")
+        speed = check_int("speed", speed, 1, 16)
+        check_choice("shapes", shapes, SHAPES)
+        check_choice("colors", colors, COLORS)
+        super().__init__(seed=seed, length=length, frames=frames, distractors=distractors, speed=speed,
+                         shapes=shapes, colors=colors)
+        self.frames, self.distractors, self.speed, self.shapes, self.colors = frames, distractors, speed, shapes, colors
+
+    def sample(self, rng: np.random.Generator, label: int, index: int) -> dict[str, Any]:
+        n_obj, frames = 1 + self.distractors, self.frames
+        # one stream each for paths, shapes and hues: every condition of a seed and index has the
+        # same trajectories and first shapes, so conditions differ only in what they change
+        rng, shape_rng, hue_rng = rng.spawn(3)
+        for _ in range(1000):
+            paths = random_paths(rng, n_obj, frames, self.speed, WINDOW)
+            gaps = np.linalg.norm((paths[1:, -1] - paths[0, -1]).astype(float), axis=1)
+            if (gaps >= MIN_END_GAP).any():
+                break
+        else:  # pragma: no cover
+            raise RuntimeError("every distractor ends on the target")
+        lure = 1 + int(np.argmin(np.where(gaps >= MIN_END_GAP, gaps, np.inf)))
+        order = rng.permutation(n_obj)
+        paths = paths[order]
+        target, lure = int(np.flatnonzero(order == 0)[0]), int(np.flatnonzero(order == lure)[0])
+
+        grids = np.empty((n_obj, frames, OBJECT, OBJECT), bool)
+        grids[:, 0] = random_cores(shape_rng, n_obj)
+        for t in range(1, frames):
+            nxt = step_shapes(grids[:, t - 1], self.shapes)
+            empty = ~nxt.any(axis=(1, 2))
+            if empty.any():
+                nxt[empty] = random_cores(shape_rng, int(empty.sum()))
+            elif np.array_equal(nxt, grids[:, t - 1]):  # every shape is stable: so are the next frames
+                grids[:, t:] = nxt[:, None]
+                break
+            grids[:, t] = nxt
+        hues = hue_paths(hue_rng, n_obj, frames, self.colors)
+
+        video = np.zeros((frames, SIZE, SIZE, 3), np.uint8)
+        masks = np.zeros((frames, SIZE, SIZE), np.uint8)
+        rows, cols = square_pixels(paths, OBJECT)  # objects x T x 25
+        on = grids.reshape(n_obj, frames, -1)
+        t_idx = np.broadcast_to(np.arange(frames)[None, :, None], rows.shape)
+        colour = np.broadcast_to(hue_to_rgb(hues)[:, :, None, :], rows.shape + (3,))
+        ids = np.broadcast_to((3 + np.arange(n_obj))[:, None, None], rows.shape).astype(np.uint8)
+        # numpy fancy assignment keeps the last write of a repeated index: later objects on top
+        video[t_idx[on], rows[on], cols[on]] = colour[on]
+        masks[t_idx[on], rows[on], cols[on]] = ids[on]
+
+        centre = paths + OBJECT // 2
+        start = centre[target, 0]
+        end = centre[target, -1] if label == 1 else centre[lure, -1]
+        ring = ring_offsets(OBJECT)
+        for value, c, rgb in ((1, start, (255, 0, 0)), (2, end, (0, 0, 255))):
+            pix = c[None, :] + ring
+            video[:, pix[:, 0], pix[:, 1]] = np.asarray(rgb, np.uint8)
+            masks[:, pix[:, 0], pix[:, 1]] = value
+        meta = {
+            "trajectories": paths,
+            "target": target,
+            "lure": lure,
+            "start_marker": (int(start[0]), int(start[1])),
+            "end_marker": (int(end[0]), int(end[1])),
+            "shapes": grids,
+            "hues": hues,
+            "condition": f"shapes={self.shapes},colors={self.colors}",
+        }
+        return {"video": video, "masks": masks, "label": label, "meta": meta}
