@@ -48,7 +48,8 @@ TRAIN_KNOBS: dict[str, dict[str, Any]] = {
     "pathtracker": {"frames": 64, "distractors": 14, "speed": 1},
     "featuretracker": {"shapes": "in", "colors": "in"},
 }
-RUNTIME_FIELDS = frozenset({"out_dir", "resume", "device", "num_workers", "progress", "eval_every", "checkpoint_every"})
+# Settings a resumed run may change (no learning-rate schedule depends on the step count).
+RUNTIME_FIELDS = frozenset({"out_dir", "resume", "device", "num_workers", "progress", "checkpoint_every", "steps", "patience"})
 
 
 @dataclass
