@@ -120,3 +120,52 @@ def test_probe_features_are_a_cache_hit(probe_runs):
     assert first["feature_cache_hits"] == 0 and not first["probe_cached"]
     assert again["feature_cache_hits"] == 4 and again["probe_cached"]
     assert again["accuracy"] == first["accuracy"]
+
+
+def test_published_tables_reproduce_the_published_numbers():
+    from harmonia.challenges.threedpc.tables import imagenet_top1, published, rank_among, scatter_png, summary
+
+    # reference: LP VPT mean 50.9 / max 53.8, depth 67.0 / 80.3; FT VPT 63.9 / 86.1, depth 85.8 / 92.0;
+    # Spearman with ImageNet top-1 0.37, 0.66, 0.65, 0.77
+    expected = {("linear", "perspective"): (50.9, 53.8, 0.37), ("linear", "depth"): (67.0, 80.3, 0.66),
+                ("finetune", "perspective"): (63.9, 86.1, 0.65), ("finetune", "depth"): (85.8, 92.0, 0.77)}
+    for (protocol, task), (mean, top, rho) in expected.items():
+        s = summary(protocol, task)
+        assert abs(s["mean"] - mean) < 0.05 and abs(s["max"] - top) < 0.05 and abs(s["spearman_imagenet"] - rho) < 0.005
+    assert published("finetune").shape[1] == 6
+    assert imagenet_top1("timm:resnet50.a3_in1k") == 78.048 and imagenet_top1("no_such_net") is None
+    assert rank_among("linear", "depth", 0.99)["models_above"] == 0
+    png = scatter_png("linear", "depth", [{"name": "mine", "imagenet_top1": 75.0, "accuracy": 0.7}])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_finetune_protocol_runs_and_moves_the_backbone(tiny, model):
+    import copy
+
+    from harmonia.challenges.threedpc.probe import FinetuneConfig, finetune_3dpc, lr_at
+
+    m = copy.deepcopy(model)
+    before = [p.detach().clone() for p in m.net.parameters()]
+    res = finetune_3dpc(m, tiny, "depth", FinetuneConfig(epochs=2, warmup_epochs=1, batch_size=3))
+    assert res["protocol"] == "finetune" and res["best_epoch"] in (1, 2) and len(res["history"]) == 2
+    assert set(res["accuracy"]) == {"val", "test", "human"}
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.net.parameters()))
+    c = FinetuneConfig()
+    assert lr_at(0, 100, 10, c) < lr_at(9, 100, 10, c) == c.lr and abs(lr_at(100, 100, 10, c) - c.min_lr) < 1e-12
+
+
+def test_cli_probe_3dpc(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from harmonia.cli.main import app
+
+    runner = CliRunner()
+    args = ["challenge", "probe", "3dpc", "--model", "efficientnet_lite0", "--data", str(tiny), "--task", "depth",
+            "--epochs", "2", "--store", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "SYNTHETIC" in r.output and (tmp_path / "out" / "scatter-depth.png").exists()
+    again = runner.invoke(app, args)
+    assert "1 split(s)" not in again.output and "4 split(s) read from the cache" in again.output
+    bad = runner.invoke(app, ["challenge", "probe", "svrt", "--model", "x", "--data", str(tiny)])
+    assert bad.exit_code == 2 and "error:" in bad.output
