@@ -14,6 +14,8 @@ Everything is vectorised over curves (numpy + one scipy IIR filter); no per-pixe
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.signal import lfilter
 
@@ -23,36 +25,63 @@ MAX_TURN = np.pi / 2  # per-anchor heading change is drawn in [0, 90) degrees
 FULL_CURVE_POINTS = 256  # 64 frames x speed 4: the published protocol's longest run of points
 
 
+def curve_anchors(frames: int, speed: int) -> int:
+    """Anchors of a full curve for ``frames`` x ``speed`` points."""
+    return -(-max(FULL_CURVE_POINTS, frames * speed) // STEPS_PER_ANCHOR)
+
+
+def path_uniforms(rng: np.random.Generator, n_paths: int, frames: int, speed: int) -> np.ndarray:
+    """Every random number ``n_paths`` curves need, in one draw (n_paths x (anchors + 6) uniforms)."""
+    return rng.random((n_paths, curve_anchors(frames, speed) + 6))
+
+
 def random_paths(rng: np.random.Generator, n_paths: int, frames: int, speed: int, window: int) -> np.ndarray:
     """``n_paths`` trajectories, int64 n_paths x frames x 2 (row, col), each in [0, window).
+
+    Drawing is split in two so that many videos can be computed together: the uniforms per
+    video (:func:`path_uniforms`, from that video's generator), then the maths for all of
+    them at once (:func:`paths_from_uniforms`).
+
+    The curve is piecewise straight (one heading per anchor), so only the anchors and the
+    ``frames`` points taken are ever computed: point ``5 k + j`` of a curve is
+    ``5 (s_0 + ... + s_{k-1}) + (j + 1) s_k`` for the unit steps ``s`` of its anchors, and its
+    extent (for the rescaling) is reached at segment ends.
 
     Example:
         >>> p = random_paths(np.random.default_rng(0), 3, 64, 1, 27)
         >>> p.shape, int(p.min()) >= 0, int(p.max()) < 27
         ((3, 64, 2), True, True)
     """
+    return paths_from_uniforms(path_uniforms(rng, n_paths, frames, speed), frames, speed, window)
+
+
+def paths_from_uniforms(u: np.ndarray, frames: int, speed: int, window: int) -> np.ndarray:
+    """The trajectories (n_paths x frames x 2) that the uniforms ``u`` of :func:`path_uniforms` define."""
     span = frames * speed
-    n_points = max(FULL_CURVE_POINTS, span)
-    n_anchors = -(-n_points // STEPS_PER_ANCHOR)
-    sign = rng.choice(np.array([-1.0, 1.0]), size=(n_paths, 1))
-    turn = rng.uniform(0.0, MAX_TURN, size=(n_paths, n_anchors)) * sign
+    n_anchors = curve_anchors(frames, speed)
+    n_points = n_anchors * STEPS_PER_ANCHOR
+    n_paths = u.shape[0]
+    sign = np.where(u[:, :1] < 0.5, -1.0, 1.0)
+    turn = u[:, 6:] * (MAX_TURN * sign)
     turn = lfilter([1.0 - RIGIDITY], [1.0, -RIGIDITY], turn, axis=1)  # damped: curvature changes slowly
-    heading = rng.uniform(0.0, 2 * np.pi, size=(n_paths, 1)) + np.cumsum(turn, axis=1)
-    heading = np.repeat(heading, STEPS_PER_ANCHOR, axis=1)[:, :n_points]
-    steps = np.stack([np.sin(heading), np.cos(heading)], axis=-1)
-    curve = np.cumsum(steps, axis=1)  # n_paths x n_points x 2
-    lo, hi = curve.min(axis=1, keepdims=True), curve.max(axis=1, keepdims=True)
+    heading = u[:, 1:2] * (2 * np.pi) + np.cumsum(turn, axis=1)
+    step = np.stack([np.sin(heading), np.cos(heading)], axis=-1)  # n_paths x anchors x 2, unit steps
+    base = np.zeros_like(step)
+    base[:, 1:] = STEPS_PER_ANCHOR * np.cumsum(step[:, :-1], axis=1)  # where each anchor's segment starts
+    ends = np.concatenate([base + step, base + STEPS_PER_ANCHOR * step], axis=1)  # segment end points
+    lo, hi = ends.min(axis=1, keepdims=True), ends.max(axis=1, keepdims=True)
     extent = hi - lo
-    scale = (window - 1) / np.maximum(extent.max(axis=2, keepdims=True), 1e-9)
-    curve = (curve - lo) * scale
-    # centre the short axis at a random place in the window (the long axis spans it)
-    room = (window - 1) - extent * scale
-    curve = curve + rng.uniform(0.0, 1.0, size=(n_paths, 1, 2)) * room
-    reverse = rng.random(n_paths) < 0.5
-    curve[reverse] = curve[reverse, ::-1]
-    start = rng.integers(0, n_points - span + 1, size=n_paths)
-    take = start[:, None] + np.arange(frames)[None, :] * speed
-    picked = np.take_along_axis(curve, take[:, :, None], axis=1)
+    scale = (window - 1) / np.maximum(extent.max(axis=2, keepdims=True), 1e-9)  # one factor: no distortion
+    room = (window - 1) - extent * scale  # the short axis sits at a random place in the window
+    shift = u[:, None, 2:4] * room
+    reverse = u[:, 4] < 0.5
+    start = np.minimum((u[:, 5] * (n_points - span + 1)).astype(np.int64), n_points - span)
+    idx = start[:, None] + np.arange(frames)[None, :] * speed  # points taken, on the (maybe reversed) curve
+    idx = np.where(reverse[:, None], n_points - 1 - idx, idx)
+    k, j = np.divmod(idx, STEPS_PER_ANCHOR)
+    rows = np.arange(n_paths)[:, None]
+    points = base[rows, k] + (j + 1)[..., None] * step[rows, k]
+    picked = (points - lo) * scale + shift
     return np.clip(np.floor(picked), 0, window - 1).astype(np.int64)
 
 
@@ -66,6 +95,7 @@ def square_pixels(corners: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarra
     return rows.reshape(shape), cols.reshape(shape)
 
 
+@functools.lru_cache(maxsize=None)
 def ring_offsets(size: int) -> np.ndarray:
     """(row, col) offsets, from the centre, of a hollow ``size`` x ``size`` square's border (odd size).
 
@@ -77,15 +107,24 @@ def ring_offsets(size: int) -> np.ndarray:
     d = np.arange(-h, h + 1)
     rr, cc = np.meshgrid(d, d, indexing="ij")
     border = (np.abs(rr) == h) | (np.abs(cc) == h)
-    return np.stack([rr[border], cc[border]], axis=1)
+    out = np.stack([rr[border], cc[border]], axis=1)
+    out.flags.writeable = False  # cached and shared
+    return out
 
 
-def draw_markers(video: np.ndarray, start: np.ndarray, end: np.ndarray, size: int) -> None:
-    """Draw the red start and blue end hollow squares (centres ``start``, ``end``) in every frame."""
+def draw_markers(video: np.ndarray, start: np.ndarray, end: np.ndarray, size: int,
+                 masks: np.ndarray | None = None) -> None:
+    """Draw red start and blue end hollow squares (centres ``start``, ``end``: B x 2) in every frame.
+
+    ``video`` is B x T x H x W x 3; ``masks`` (B x T x H x W), when given, get ids 1 and 2 there.
+    """
     ring = ring_offsets(size)
-    for centre, colour in ((start, (255, 0, 0)), (end, (0, 0, 255))):
-        pix = centre[None, :] + ring
-        video[:, pix[:, 0], pix[:, 1]] = np.asarray(colour, np.uint8)
+    b = np.arange(len(video))[:, None]
+    for value, centre, colour in ((1, start, (255, 0, 0)), (2, end, (0, 0, 255))):
+        pix = centre[:, None, :] + ring[None]  # B x ring x 2
+        video[b, :, pix[..., 0], pix[..., 1]] = np.asarray(colour, np.uint8)
+        if masks is not None:
+            masks[b, :, pix[..., 0], pix[..., 1]] = value
 
 
 def check_choice(name: str, value: object, allowed: tuple) -> None:

@@ -60,13 +60,27 @@ class Challenge:
         """Balanced labels: even indices negative, odd positive."""
         return int(index) % 2
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _index(self, index: int) -> int:
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} samples")
-        index = index % self.length
+        return int(index) % self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self._index(index)
         out = self.sample(self.rng(index), self.label_of(index), index)
         out.setdefault("label", self.label_of(index))
         return out
+
+    def samples(self, indices: list[int]) -> list[dict[str, Any]]:
+        """``[gen[i] for i in indices]``; a subclass may draw them together (vectorised), same result.
+
+        Example:
+            >>> import harmonia.challenges as hc
+            >>> g = hc.create("pathtracker", frames=32)
+            >>> bool((g.samples([3, 4])[0]["video"] == g[3]["video"]).all())
+            True
+        """
+        return [self[i] for i in indices]
 
     def sample(self, rng: np.random.Generator, label: int, index: int) -> dict[str, Any]:
         raise NotImplementedError

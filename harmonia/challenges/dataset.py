@@ -69,9 +69,20 @@ class ChallengeDataset(torch.utils.data.Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        self._check(index)
+        return self._item(self.gen[index], index)
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """A whole DataLoader batch at once: the generator may draw it vectorised (same samples)."""
+        for i in indices:
+            self._check(i)
+        return [self._item(s, i) for s, i in zip(self.gen.samples(list(indices)), indices)]
+
+    def _check(self, index: int) -> None:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} samples")
-        sample = self.gen[index]
+
+    def _item(self, sample: dict[str, Any], index: int) -> dict[str, Any]:
         if self.transform is not None:
             return self.transform(sample)
         modality = self.gen.modality

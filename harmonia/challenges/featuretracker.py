@@ -36,7 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from harmonia.challenges._tracking import check_choice, check_int, random_paths, ring_offsets, square_pixels
+from harmonia.challenges._tracking import (
+    check_choice,
+    check_int,
+    draw_markers,
+    path_uniforms,
+    paths_from_uniforms,
+    random_paths,
+    square_pixels,
+)
 from harmonia.challenges.base import CHALLENGES, Challenge
 
 SIZE = 32
@@ -69,11 +77,12 @@ def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
 
 
 def _neighbours(grid: np.ndarray) -> np.ndarray:
-    """On-neighbour counts (8-connected, zero outside) of ... x 5 x 5 bool grids."""
-    p = np.pad(grid.astype(np.int8), [(0, 0)] * (grid.ndim - 2) + [(1, 1), (1, 1)])
+    """On-neighbour counts (8-connected, zero outside) of ... x H x W bool grids."""
     h, w = grid.shape[-2:]
-    return sum(p[..., 1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
-               for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
+    p = np.zeros(grid.shape[:-2] + (h + 2, w + 2), np.int8)
+    p[..., 1:-1, 1:-1] = grid
+    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]  # vertical sums of 3, then horizontal
+    return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] - p[..., 1:-1, 1:-1]
 
 
 def step_shapes(grid: np.ndarray, rule: str) -> np.ndarray:
@@ -101,20 +110,38 @@ def random_cores(rng: np.random.Generator, n: int) -> np.ndarray:
     return grid
 
 
-def hue_paths(rng: np.random.Generator, n: int, frames: int, colors: str) -> np.ndarray:
-    """Hues in degrees, n x frames, following the ``colors`` rule (see the module docstring)."""
+def hue_uniforms(rng: np.random.Generator, n: int, frames: int, colors: str) -> np.ndarray:
+    """The uniforms one video's hues need: n x 1 start phases, then n x (frames - 1) speeds if irregular."""
+    return rng.random((n, frames if colors == "irregular" else 1))
+
+
+def hue_paths_from_uniforms(u: list[np.ndarray], frames: int, colors: str) -> np.ndarray:
+    """Hues in degrees, videos x objects x frames, following the ``colors`` rule (module docstring)."""
+    u_all = np.stack(u)  # videos x objects x (1 or frames)
     if colors == "none":
-        return np.full((n, frames), GREEN_HUE)
-    if colors == "irregular":
-        speed = rng.uniform(*IRREGULAR_SPEED, size=(n, frames - 1)) * 360.0
-        travel = np.concatenate([np.zeros((n, 1)), np.cumsum(speed, axis=1)], axis=1)
-    else:
-        travel = np.broadcast_to(np.arange(frames) * HUE_STEP, (n, frames))
+        return np.full(u_all.shape[:2] + (frames,), GREEN_HUE)
     lo, hi = HUE_RANGES[colors]
     width = hi - lo
-    phase = (rng.uniform(0.0, 2 * width, size=(n, 1)) + travel) % (2 * width)
+    if colors == "irregular":
+        low, high = IRREGULAR_SPEED
+        speed = (low + (high - low) * u_all[..., 1:]) * 360.0
+        travel = np.concatenate([np.zeros(u_all.shape[:2] + (1,)), np.cumsum(speed, axis=-1)], axis=-1)
+    else:
+        travel = np.arange(frames) * HUE_STEP
+    phase = (u_all[..., :1] * 2 * width + travel) % (2 * width)
     folded = np.where(phase < width, phase, 2 * width - phase)  # back and forth inside the range
     return lo + np.minimum(folded, np.nextafter(width, 0))
+
+
+def hue_paths(rng: np.random.Generator, n: int, frames: int, colors: str) -> np.ndarray:
+    """Hues in degrees, n x frames, for one video.
+
+    Example:
+        >>> h = hue_paths(np.random.default_rng(0), 2, 32, "out")
+        >>> h.shape, bool((h >= 180).all() and (h < 360).all())
+        ((2, 32), True)
+    """
+    return hue_paths_from_uniforms([hue_uniforms(rng, n, frames, colors)], frames, colors)[0]
 
 
 @CHALLENGES.register("featuretracker", aliases=("feature_tracker", "ft"))
@@ -145,62 +172,64 @@ class FeatureTracker(Challenge):
         self.frames, self.distractors, self.speed, self.shapes, self.colors = frames, distractors, speed, shapes, colors
 
     def sample(self, rng: np.random.Generator, label: int, index: int) -> dict[str, Any]:
-        n_obj, frames = 1 + self.distractors, self.frames
+        return self.sample_batch([rng], [label])[0]
+
+    def samples(self, indices: list[int]) -> list[dict[str, Any]]:
+        idx = [self._index(i) for i in indices]
+        return self.sample_batch([self.rng(i) for i in idx], [self.label_of(i) for i in idx])
+
+    def sample_batch(self, rngs: list[np.random.Generator], labels: list[int]) -> list[dict[str, Any]]:
+        """Videos for several generators at once (each video's random numbers from its own generator)."""
+        n, n_obj, frames = len(rngs), 1 + self.distractors, self.frames
         # one stream each for paths, shapes and hues: every condition of a seed and index has the
         # same trajectories and first shapes, so conditions differ only in what they change
-        rng, shape_rng, hue_rng = rng.spawn(3)
-        for _ in range(1000):
-            paths = random_paths(rng, n_obj, frames, self.speed, WINDOW)
-            gaps = np.linalg.norm((paths[1:, -1] - paths[0, -1]).astype(float), axis=1)
-            if (gaps >= MIN_END_GAP).any():
-                break
-        else:  # pragma: no cover
-            raise RuntimeError("every distractor ends on the target")
-        lure = 1 + int(np.argmin(np.where(gaps >= MIN_END_GAP, gaps, np.inf)))
-        order = rng.permutation(n_obj)
-        paths = paths[order]
-        target, lure = int(np.flatnonzero(order == 0)[0]), int(np.flatnonzero(order == lure)[0])
+        streams = [r.spawn(3) for r in rngs]
+        path_rngs, shape_rngs, hue_rngs = zip(*streams)
+        u = np.stack([path_uniforms(r, n_obj, frames, self.speed) for r in path_rngs])
+        paths = paths_from_uniforms(u.reshape(n * n_obj, -1), frames, self.speed, WINDOW).reshape(n, n_obj, frames, 2)
+        gaps = np.linalg.norm((paths[:, 1:, -1] - paths[:, :1, -1]).astype(float), axis=2)
+        for b in np.flatnonzero(~(gaps >= MIN_END_GAP).any(axis=1)):  # every distractor ends on the target: redraw
+            for _ in range(1000):
+                paths[b] = random_paths(path_rngs[b], n_obj, frames, self.speed, WINDOW)
+                gaps[b] = np.linalg.norm((paths[b, 1:, -1] - paths[b, :1, -1]).astype(float), axis=1)
+                if (gaps[b] >= MIN_END_GAP).any():
+                    break
+            else:  # pragma: no cover
+                raise RuntimeError("every distractor ends on the target")
+        lure = 1 + np.argmin(np.where(gaps >= MIN_END_GAP, gaps, np.inf), axis=1)
+        order = np.stack([r.permutation(n_obj) for r in path_rngs])
+        paths = np.take_along_axis(paths, order[:, :, None, None], axis=1)
+        target, lure = np.argmax(order == 0, axis=1), np.argmax(order == lure[:, None], axis=1)
 
-        grids = np.empty((n_obj, frames, OBJECT, OBJECT), bool)
-        grids[:, 0] = random_cores(shape_rng, n_obj)
+        grids = np.empty((n, n_obj, frames, OBJECT, OBJECT), bool)
+        grids[:, :, 0] = np.stack([random_cores(r, n_obj) for r in shape_rngs])
         for t in range(1, frames):
-            nxt = step_shapes(grids[:, t - 1], self.shapes)
-            empty = ~nxt.any(axis=(1, 2))
-            if empty.any():
-                nxt[empty] = random_cores(shape_rng, int(empty.sum()))
-            elif np.array_equal(nxt, grids[:, t - 1]):  # every shape is stable: so are the next frames
-                grids[:, t:] = nxt[:, None]
+            nxt = step_shapes(grids[:, :, t - 1], self.shapes)
+            empty = ~nxt.any(axis=(2, 3))
+            for b in np.flatnonzero(empty.any(axis=1)):  # an emptied shape is re-randomised
+                nxt[b, empty[b]] = random_cores(shape_rngs[b], int(empty[b].sum()))
+            if not empty.any() and np.array_equal(nxt, grids[:, :, t - 1]):  # all stable: so are later frames
+                grids[:, :, t:] = nxt[:, :, None]
                 break
-            grids[:, t] = nxt
-        hues = hue_paths(hue_rng, n_obj, frames, self.colors)
+            grids[:, :, t] = nxt
+        hues = hue_paths_from_uniforms([hue_uniforms(r, n_obj, frames, self.colors) for r in hue_rngs], frames, self.colors)
 
-        video = np.zeros((frames, SIZE, SIZE, 3), np.uint8)
-        masks = np.zeros((frames, SIZE, SIZE), np.uint8)
-        rows, cols = square_pixels(paths, OBJECT)  # objects x T x 25
-        on = grids.reshape(n_obj, frames, -1)
-        t_idx = np.broadcast_to(np.arange(frames)[None, :, None], rows.shape)
-        colour = np.broadcast_to(hue_to_rgb(hues)[:, :, None, :], rows.shape + (3,))
-        ids = np.broadcast_to((3 + np.arange(n_obj))[:, None, None], rows.shape).astype(np.uint8)
+        video = np.zeros((n, frames, SIZE, SIZE, 3), np.uint8)
+        masks = np.zeros((n, frames, SIZE, SIZE), np.uint8)
+        rows, cols = square_pixels(paths, OBJECT)  # n x objects x T x 25
+        b = np.arange(n)
+        flat = ((b[:, None, None, None] * frames + np.arange(frames)[None, None, :, None]) * SIZE + rows) * SIZE + cols
+        on = grids.reshape(n, n_obj, frames, -1)
+        where = flat[on]
         # numpy fancy assignment keeps the last write of a repeated index: later objects on top
-        video[t_idx[on], rows[on], cols[on]] = colour[on]
-        masks[t_idx[on], rows[on], cols[on]] = ids[on]
-
+        video.reshape(-1, 3)[where] = np.broadcast_to(hue_to_rgb(hues)[:, :, :, None, :], on.shape + (3,))[on]
+        masks.reshape(-1)[where] = np.broadcast_to((3 + np.arange(n_obj, dtype=np.uint8))[None, :, None, None], on.shape)[on]
         centre = paths + OBJECT // 2
-        start = centre[target, 0]
-        end = centre[target, -1] if label == 1 else centre[lure, -1]
-        ring = ring_offsets(OBJECT)
-        for value, c, rgb in ((1, start, (255, 0, 0)), (2, end, (0, 0, 255))):
-            pix = c[None, :] + ring
-            video[:, pix[:, 0], pix[:, 1]] = np.asarray(rgb, np.uint8)
-            masks[:, pix[:, 0], pix[:, 1]] = value
-        meta = {
-            "trajectories": paths,
-            "target": target,
-            "lure": lure,
-            "start_marker": (int(start[0]), int(start[1])),
-            "end_marker": (int(end[0]), int(end[1])),
-            "shapes": grids,
-            "hues": hues,
-            "condition": f"shapes={self.shapes},colors={self.colors}",
-        }
-        return {"video": video, "masks": masks, "label": label, "meta": meta}
+        start = centre[b, target, 0]
+        end = np.where(np.asarray(labels)[:, None] == 1, centre[b, target, -1], centre[b, lure, -1])
+        draw_markers(video, start, end, OBJECT, masks)
+        condition = f"shapes={self.shapes},colors={self.colors}"
+        return [{"video": video[k], "masks": masks[k], "label": int(labels[k]), "meta": {
+            "trajectories": paths[k], "target": int(target[k]), "lure": int(lure[k]),
+            "start_marker": (int(start[k, 0]), int(start[k, 1])), "end_marker": (int(end[k, 0]), int(end[k, 1])),
+            "shapes": grids[k], "hues": hues[k], "condition": condition}} for k in range(n)]

@@ -27,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from harmonia.challenges._tracking import check_int, draw_markers, random_paths, square_pixels
+from harmonia.challenges._tracking import (
+    check_int,
+    draw_markers,
+    path_uniforms,
+    paths_from_uniforms,
+    random_paths,
+    square_pixels,
+)
 from harmonia.challenges.base import CHALLENGES, Challenge
 
 SIZE = 32
@@ -64,33 +71,41 @@ class PathTracker(Challenge):
         self.frames, self.distractors, self.speed = frames, distractors, speed
 
     def sample(self, rng: np.random.Generator, label: int, index: int) -> dict[str, Any]:
-        n_obj = 2 + self.distractors
-        paths = random_paths(rng, n_obj, self.frames, self.speed, WINDOW) + OFFSET
-        # rows 0 and 1 are the two full paths; their ends must be told apart by the marker
-        for _ in range(1000):
-            gap = np.linalg.norm((paths[0, -1] - paths[1, -1]).astype(float))
-            if gap >= MIN_END_GAP:
-                break
-            paths[1] = random_paths(rng, 1, self.frames, self.speed, WINDOW)[0] + OFFSET
-        else:  # pragma: no cover - needs a degenerate window
-            raise RuntimeError("could not place two path ends apart")
-        order = rng.permutation(n_obj)  # the target's row is random, not always 0
-        paths = paths[order]
-        target, second = int(np.flatnonzero(order == 0)[0]), int(np.flatnonzero(order == 1)[0])
-        start = paths[target, 0]
-        end = paths[target, -1] if label == 1 else paths[second, -1]
+        return self.sample_batch([rng], [label])[0]
 
-        video = np.zeros((self.frames, SIZE, SIZE, 3), np.uint8)
-        rows, cols = square_pixels(paths, DOT)  # objects x T x 4
-        t = np.broadcast_to(np.arange(self.frames)[None, :, None], rows.shape)
-        video[t, rows, cols, 1] = 255
+    def samples(self, indices: list[int]) -> list[dict[str, Any]]:
+        idx = [self._index(i) for i in indices]
+        return self.sample_batch([self.rng(i) for i in idx], [self.label_of(i) for i in idx])
+
+    def sample_batch(self, rngs: list[np.random.Generator], labels: list[int]) -> list[dict[str, Any]]:
+        """Videos for several generators at once: each video's random numbers come from its own
+        generator (so the result equals drawing them one by one), the maths runs on all together."""
+        n, n_obj, frames = len(rngs), 2 + self.distractors, self.frames
+        u = np.stack([path_uniforms(r, n_obj, frames, self.speed) for r in rngs])
+        paths = paths_from_uniforms(u.reshape(n * n_obj, -1), frames, self.speed, WINDOW).reshape(n, n_obj, frames, 2)
+        paths += OFFSET
+        # rows 0 and 1 are the two full paths; their ends must be told apart by the end marker
+        for b in np.flatnonzero(np.linalg.norm((paths[:, 0, -1] - paths[:, 1, -1]).astype(float), axis=1) < MIN_END_GAP):
+            for _ in range(1000):
+                paths[b, 1] = random_paths(rngs[b], 1, frames, self.speed, WINDOW)[0] + OFFSET
+                if np.linalg.norm((paths[b, 0, -1] - paths[b, 1, -1]).astype(float)) >= MIN_END_GAP:
+                    break
+            else:  # pragma: no cover - needs a degenerate window
+                raise RuntimeError("could not place two path ends apart")
+        order = np.stack([r.permutation(n_obj) for r in rngs])  # the target's row is random, not always 0
+        paths = np.take_along_axis(paths, order[:, :, None, None], axis=1)
+        target, second = np.argmax(order == 0, axis=1), np.argmax(order == 1, axis=1)
+        b = np.arange(n)
+        start = paths[b, target, 0]
+        end = np.where(np.asarray(labels)[:, None] == 1, paths[b, target, -1], paths[b, second, -1])
+
+        video = np.zeros((n, frames, SIZE, SIZE, 3), np.uint8)
+        rows, cols = square_pixels(paths, DOT)  # n x objects x T x 4
+        flat = ((b[:, None, None, None] * frames + np.arange(frames)[None, None, :, None]) * SIZE + rows) * SIZE + cols
+        video.reshape(-1, 3)[flat.ravel(), 1] = 255
         draw_markers(video, start, end, MARKER)
-        meta = {
-            "trajectories": paths,
-            "target": target,
-            "second": second,
-            "start_marker": (int(start[0]), int(start[1])),
-            "end_marker": (int(end[0]), int(end[1])),
-            "condition": f"frames={self.frames},distractors={self.distractors},speed={self.speed}",
-        }
-        return {"video": video, "label": label, "meta": meta}
+        condition = f"frames={frames},distractors={self.distractors},speed={self.speed}"
+        return [{"video": video[k], "label": int(labels[k]), "meta": {
+            "trajectories": paths[k], "target": int(target[k]), "second": int(second[k]),
+            "start_marker": (int(start[k, 0]), int(start[k, 1])), "end_marker": (int(end[k, 0]), int(end[k, 1])),
+            "condition": condition}} for k in range(n)]

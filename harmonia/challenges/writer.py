@@ -40,7 +40,8 @@ from harmonia.data.format import INDEX_FILE, META_FILE, DatasetFormatError, Data
 from harmonia.utils.io import atomic_save_npy, atomic_write, atomic_write_text
 
 CHALLENGE_COLUMNS = ["id", "label", "image", "map", "subjects", "video", "masks", "meta"]
-_STAMP = ".challenge.json"  # the split's generator config, written first: resuming checks it
+_STAMP = ".challenge.json"
+_CHUNK = 32  # samples drawn at once  # the split's generator config, written first: resuming checks it
 
 
 def _jsonable(obj: Any) -> Any:
@@ -130,12 +131,17 @@ def write_challenge(
     rows: list[dict[str, Any]] = []
     width = max(6, len(str(n - 1)))
     with_masks = "masks" in gen[0]
+    todo: dict[int, dict[str, Any]] = {}  # drawn ahead, a chunk at a time (vectorised generators)
     for i in range(n):
         sid = f"{i:0{width}d}"
         files = _sample_files(gen.modality, sid, with_masks)
         label = int(gen.label_of(i))
         if not all((split_dir / f).is_file() for f in files.values()):
-            sample = gen[i]
+            if i not in todo:
+                ahead = [i] + [j for j in range(i + 1, min(i + _CHUNK, n))
+                         if not (split_dir / _sample_files(gen.modality, f"{j:0{width}d}", with_masks)["meta"]).is_file()]
+                todo = dict(zip(ahead, gen.samples(ahead)))
+            sample = todo.pop(i)
             label = int(sample["label"])
             for sub in {f.split("/")[0] for f in files.values()}:
                 (split_dir / sub).mkdir(exist_ok=True)
