@@ -7,6 +7,7 @@ from harmonia.cli import (  # noqa: F401  (imported for their registrations)
     ceiling_cmd,
     challenge_cmd,
     challenge_probe_cmd,
+    challenge_svrt_cmd,
     data_clicks_cmd,
     data_cmd,
     data_convert_cmd,
