@@ -71,7 +71,15 @@ def human_accuracy(challenge: str, knobs: dict[str, Any]) -> tuple[float, float,
 def evaluate_condition(model: torch.nn.Module, model_id: str, challenge: str, knobs: dict[str, Any], n: int,
                        seed: int = EVAL_SEED, batch_size: int = 32, store: ResultStore | None = None,
                        device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Accuracy of ``model`` on ``n`` fresh samples of one condition (cached in ``store``)."""
+    """Accuracy of ``model`` on ``n`` fresh samples of one condition (cached in ``store``).
+
+    Example:
+        >>> from harmonia.models.video import build_video_model
+        >>> row = evaluate_condition(build_video_model("gru:channels=2"), "untrained", "pathtracker",
+        ...                          {"frames": 4, "distractors": 0}, n=4)
+        >>> row["n_samples"], row["synthetic"]
+        (4, True)
+    """
     gen = create(challenge, seed=seed, **knobs)
     gen.length = max(gen.length, n)
     key = cache_key({"kind": "challenge-eval", "model": model_id, "challenge": gen.name, "config": gen.config(), "n": n})
@@ -108,7 +116,13 @@ def evaluate_grid(model_paths: list[str | Path], challenge: str | None = None,
                   conditions: list[dict[str, Any]] | None = None, n: int = 256, seed: int = EVAL_SEED,
                   batch_size: int = 32, store: ResultStore | None = None, device: str = "cpu",
                   progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """One row per (model, condition): accuracy, 95% interval, human range; models from ``final.pt`` files."""
+    """One row per (model, condition): accuracy, 95% interval, human range; models from ``final.pt`` files.
+
+    Example:
+        >>> rows = evaluate_grid(["runs/pt-int/final.pt"], n=256, store=ResultStore())  # doctest: +SKIP
+        >>> rows[0]["condition"], rows[0]["accuracy"]  # doctest: +SKIP
+        ('frames=32,distractors=0,speed=1', 0.53)
+    """
     loaded = []
     for path in model_paths:
         model, record = load_model(path, device=resolve_device(device))
@@ -134,7 +148,11 @@ def evaluate_grid(model_paths: list[str | Path], challenge: str | None = None,
 
 
 def heatmap_figure(rows: list[dict[str, Any]], challenge: str) -> bytes:
-    """PNG: one accuracy heat map per model over the grid, and the reference's humans beside them."""
+    """PNG: one accuracy heat map per model over the grid, and the reference's humans beside them.
+
+    Example:
+        >>> Path("grid.png").write_bytes(heatmap_figure(rows, "pathtracker"))  # doctest: +SKIP
+    """
     import numpy as np
 
     from harmonia.report.figures import _png, _pyplot

@@ -9,14 +9,17 @@ from typing import Any, List, Optional
 
 import typer
 
-from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.data_cmd import data_app
-from harmonia.cli.main import app
-
+# Defined before importing the app: importing this module first imports harmonia.cli.main,
+# whose command modules (challenge_probe_cmd, ...) import challenge_app back from here.
 challenge_app = typer.Typer(
     help="Synthetic human-vs-DNN challenges (PathTracker, FeatureTracker, ...): train and evaluate models.",
     no_args_is_help=True,
 )
+
+from harmonia.cli.main import app  # noqa: E402  (first: it imports every command module in order)
+from harmonia.cli.common import console, reflow, user_errors  # noqa: E402
+from harmonia.cli.data_cmd import data_app  # noqa: E402
+
 app.add_typer(challenge_app, name="challenge")
 
 
