@@ -13,7 +13,8 @@
    after one warm-up step.
 
 Ratios are measured in one run. Run:
-    .venv/bin/python benchmarks/bench_challenges.py [--videos 300] [--frames 32] [--batch 32] [--repeats 2] [--skip-models]
+    .venv/bin/python benchmarks/bench_challenges.py [--videos 300] [--frames 32] [--batch 32] [--repeats 2]
+        [--warmup 1] [--models int,r3d_18] [--skip-models] [--skip-generators]
 """
 
 from __future__ import annotations
@@ -70,19 +71,19 @@ def write_rate(arrays: list[list[np.ndarray]], atomic: bool) -> float:
         return len(arrays) / (time.perf_counter() - start)
 
 
-def step_time(spec: str, batch: int, frames: int, repeats: int) -> float:
+def step_time(spec: str, batch: int, frames: int, repeats: int, warmup: int = 1) -> float:
     torch.manual_seed(0)
     model = build_video_model(spec).train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-4)
     video, labels = torch.rand(batch, 3, frames, 32, 32), (torch.arange(batch) % 2).float()
     times = []
-    for r in range(repeats + 1):
+    for r in range(repeats + warmup):
         start = time.perf_counter()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(model(video), labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if r:  # the first step warms up allocators and kernels
+        if r >= warmup:  # the first steps warm up allocators and kernels
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -93,23 +94,33 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=32, help="frames per clip in the training-step timing")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
+    ap.add_argument("--models", default="", help="comma-separated video models (default: all)")
     ap.add_argument("--skip-models", action="store_true")
+    ap.add_argument("--skip-generators", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    print(f"{'generator (one core)':40s} {'one by one':>10s} {'chunks':>8s} {'np.save':>8s} {'ratio':>6s} "
-          f"{'atomic':>7s} {'ratio':>6s}   (videos/s; ratio = chunks / write, target >= 0.5)")
-    for name, knobs in CASES:
-        single, _ = generator_rate(name, knobs, max(args.videos // 4, 8), 1)
-        rate, arrays = generator_rate(name, knobs, args.videos, CHUNK)
-        floor, atomic = write_rate(arrays, atomic=False), write_rate(arrays, atomic=True)
-        label = f"{name} {','.join(f'{k}={v}' for k, v in knobs.items()) or 'defaults'}"
-        print(f"{label:40s} {single:10.0f} {rate:8.0f} {floor:8.0f} {rate / floor:6.2f} {atomic:7.0f} {rate / atomic:6.2f}")
+    if not args.skip_generators:
+        generator_table(args.videos)
     if args.skip_models:
         return
     print(f"\ntraining step, batch {args.batch}, {args.frames} x 32 x 32 frames, CPU, {torch.get_num_threads()} thread(s)")
-    for name in video_model_names():
-        print(f"  {name:14s} {step_time(name, args.batch, args.frames, args.repeats):8.2f} s/step", flush=True)
+    for name in (args.models.split(",") if args.models else video_model_names()):
+        seconds = step_time(name, args.batch, args.frames, args.repeats, args.warmup)
+        print(f"  {name:14s} {seconds:8.2f} s/step", flush=True)
+
+
+def generator_table(n_videos: int) -> None:
+    print(f"{'generator (one core)':40s} {'one by one':>10s} {'chunks':>8s} {'np.save':>8s} {'ratio':>6s} "
+          f"{'atomic':>7s} {'ratio':>6s}   (videos/s; ratio = chunks / write, target >= 0.5)")
+    for name, knobs in CASES:
+        single, _ = generator_rate(name, knobs, max(n_videos // 4, 8), 1)
+        rate, arrays = generator_rate(name, knobs, n_videos, CHUNK)
+        floor, atomic = write_rate(arrays, atomic=False), write_rate(arrays, atomic=True)
+        label = f"{name} {','.join(f'{k}={v}' for k, v in knobs.items()) or 'defaults'}"
+        print(f"{label:40s} {single:10.0f} {rate:8.0f} {floor:8.0f} {rate / floor:6.2f} {atomic:7.0f} {rate / atomic:6.2f}",
+              flush=True)
 
 
 if __name__ == "__main__":
