@@ -285,3 +285,22 @@ def test_deterministic_and_seeded():
 def test_bad_problem_is_refused():
     with pytest.raises(ValueError, match="1..23"):
         create("svrt", problem=24)
+
+
+def test_svrt_through_the_shared_dataset_writer_and_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from harmonia.challenges.dataset import ChallengeDataset
+    from harmonia.challenges.writer import ChallengeFolder, write_challenge
+    from harmonia.cli.main import app
+
+    gen = create("svrt", problem=4, seed=0, length=6)
+    item = ChallengeDataset(gen, length=6)[1]
+    assert tuple(item["image"].shape) == (1, W, W) and int(item["label"]) == 1
+    root = write_challenge(gen, tmp_path / "w", n=6)
+    folder = ChallengeFolder(root, "train")
+    assert folder.info.synthetic and len(folder) == 6
+    np.testing.assert_array_equal(folder[3]["image"], gen[3]["image"])
+    r = CliRunner().invoke(app, ["data", "challenge", "svrt", "--problem", "9", "--n", "4", "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0 and "SYNTHETIC" in r.output, r.output
+    assert len(ChallengeFolder(tmp_path / "c", "train")) == 4
