@@ -40,7 +40,7 @@ def test_bad_model_settings_are_refused():
 def test_a_curve_cell_learns_a_spatial_problem_and_is_cached(tmp_path):
     torch.set_num_threads(1)
     store = ResultStore(tmp_path / "r.sqlite")
-    kw = dict(n_test=100, epochs=6, batch_size=16, lr=3e-3, seed=0)
+    kw = dict(n_test=64, epochs=6, batch_size=16, lr=3e-3, seed=0)
     rows = efficiency_curves([4], ["resnet:width=8,downsample=2"], [160], store=store, **kw)
     assert rows[0]["cached"] is False and 0.0 <= rows[0]["test_accuracy"] <= 1.0
     assert rows[0]["train_accuracy"] > 0.5  # it fits its training set at least a little

@@ -165,6 +165,7 @@ def test_cli_probe_3dpc(tiny, tmp_path):
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "SYNTHETIC" in r.output and (tmp_path / "out" / "scatter-depth.png").exists()
+    assert "SYNTHETIC" in (tmp_path / "out" / "report.html").read_text()
     again = runner.invoke(app, args)
     assert "1 split(s)" not in again.output and "4 split(s) read from the cache" in again.output
     bad = runner.invoke(app, ["challenge", "probe", "svrt", "--model", "x", "--data", str(tiny)])

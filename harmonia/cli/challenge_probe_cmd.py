@@ -22,8 +22,9 @@ once and cached in the results store (a re-run reads them back), a BatchNorm -> 
 -> Linear head trained with AdamW (lr 5e-5, weight decay 1e-4, batch 16, 30 epochs), and test
 and human-set accuracy at the epoch of best validation accuracy. --protocol finetune trains
 the whole backbone with the same head and optimiser (cosine, 3 warm-up epochs, min lr 1e-6):
-a GPU job. With --out: results.json and scatter-TASK.png (the model among the published ones,
-ImageNet top-1 vs accuracy; the top-1 comes from the shipped tables or --imagenet-top1).
+a GPU job. With --out: results.json, scatter-TASK.png (the model among the published ones,
+ImageNet top-1 vs accuracy; the top-1 comes from the shipped tables or --imagenet-top1) and
+report.html (the table and the scatters in one page).
 
 --make-synthetic DIR writes SYNTHETIC 3D-PC-like scenes (ball, object, viewer; labels from
 the geometry) in the released layout, to try the protocol without the real data.
@@ -134,4 +135,9 @@ def challenge_probe_command(
                                                           "accuracy": r["accuracy"]["test"]}])
                 atomic_write_bytes(out / f"scatter-{r['task']}.png", png)
                 written.append(f"scatter-{r['task']}.png")
+        from harmonia.challenges.threedpc.tables import report_html
+        from harmonia.report.html import write_html
+
+        write_html(out / "report.html", report_html(results, model, protocol, top1, synthetic))
+        written.append("report.html")
         console.print(f"wrote {', '.join(str(out / w) for w in written)}", highlight=False)

@@ -136,3 +136,30 @@ def rank_among(protocol: str, task: str, accuracy: float) -> dict[str, float]:
 
 __all__ = ["HUMANS", "LICENCE", "imagenet_top1", "published", "rank_among", "scatter_png", "strategy_accuracy",
            "summary"]
+
+
+def report_html(results: list[dict[str, Any]], model: str, protocol: str, top1: float | None,
+                synthetic: bool = False) -> str:
+    """A self-contained HTML report: the accuracies beside the published ones, and the scatters."""
+    from html import escape
+
+    from harmonia.report.html import img_tag, render_page, table
+
+    tag = " (SYNTHETIC scenes, not the 3D-PC)" if synthetic else ""
+    rows, figures = [], []
+    for r in results:
+        acc, task = r["accuracy"], r["task"]
+        known = task in HUMANS
+        s = summary(protocol, task) if known else None
+        rows.append([task, r["best_epoch"], f"{acc['val']:.3f}", f"{acc['test']:.3f}",
+                     f"{acc['human']:.3f}" if "human" in acc else "-",
+                     f"{s['mean']:.1f}% / {s['max']:.1f}%" if s else "-", f"{HUMANS[task]:.1f}%" if known else "-"])
+        if known:
+            png = scatter_png(protocol, task, [{"name": model + (" (SYNTHETIC)" if synthetic else ""),
+                                                "imagenet_top1": top1, "accuracy": acc["test"]}])
+            figures.append(f"<h2>{escape(task)}</h2>" + img_tag(png, f"{model} on the published {task} scatter"))
+    head = (f"<h1>3D-PC {'linear probe' if protocol == 'linear' else 'fine-tuning'}: {escape(model)}{escape(tag)}</h1>"
+            f"<p>ImageNet top-1 used for the scatter: {'unknown' if top1 is None else f'{top1:.2f}%'}. "
+            f"{escape(LICENCE)}.</p>")
+    tab = table(["task", "best epoch", "val", "test", "human set", "published mean / max", "humans"], rows)
+    return render_page(f"3D-PC {model}", [head, tab, *figures])
