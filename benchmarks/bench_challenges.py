@@ -111,15 +111,23 @@ def main() -> None:
         print(f"  {name:14s} {seconds:8.2f} s/step", flush=True)
 
 
-def generator_table(n_videos: int) -> None:
-    print(f"{'generator (one core)':40s} {'one by one':>10s} {'chunks':>8s} {'np.save':>8s} {'ratio':>6s} "
-          f"{'atomic':>7s} {'ratio':>6s}   (videos/s; ratio = chunks / write, target >= 0.5)")
+def generator_table(n_videos: int, rounds: int = 5) -> None:
+    """Generation and writing interleaved in ``rounds`` (the machine's load changes by the second);
+    medians of the rates and of the per-round ratios."""
+    print(f"{'generator (one core), median of ' + str(rounds) + ' rounds':44s} {'one by one':>10s} {'chunks':>8s} "
+          f"{'np.save':>8s} {'ratio':>6s} {'atomic':>7s} {'ratio':>6s}   (videos/s; ratio = chunks / write, target >= 0.5)")
+    per_round = max(n_videos // rounds, CHUNK)
     for name, knobs in CASES:
-        single, _ = generator_rate(name, knobs, max(n_videos // 4, 8), 1)
-        rate, arrays = generator_rate(name, knobs, n_videos, CHUNK)
-        floor, atomic = write_rate(arrays, atomic=False), write_rate(arrays, atomic=True)
+        rows = []
+        for _ in range(rounds):
+            single, _ = generator_rate(name, knobs, max(per_round // 4, 8), 1)
+            rate, arrays = generator_rate(name, knobs, per_round, CHUNK)
+            rows.append((single, rate, write_rate(arrays, atomic=False), write_rate(arrays, atomic=True)))
+        single, rate, floor, atomic = (statistics.median(c) for c in zip(*rows))
+        r_floor = statistics.median(r[1] / r[2] for r in rows)
+        r_atomic = statistics.median(r[1] / r[3] for r in rows)
         label = f"{name} {','.join(f'{k}={v}' for k, v in knobs.items()) or 'defaults'}"
-        print(f"{label:40s} {single:10.0f} {rate:8.0f} {floor:8.0f} {rate / floor:6.2f} {atomic:7.0f} {rate / atomic:6.2f}",
+        print(f"{label:44s} {single:10.0f} {rate:8.0f} {floor:8.0f} {r_floor:6.2f} {atomic:7.0f} {r_atomic:6.2f}",
               flush=True)
 
 

@@ -39,11 +39,10 @@ import numpy as np
 from harmonia.challenges._tracking import (
     check_choice,
     check_int,
-    draw_markers,
+    ring_offsets,
     path_uniforms,
     paths_from_uniforms,
     random_paths,
-    square_pixels,
 )
 from harmonia.challenges.base import CHALLENGES, Challenge
 
@@ -214,20 +213,29 @@ class FeatureTracker(Challenge):
             grids[:, :, t] = nxt
         hues = hue_paths_from_uniforms([hue_uniforms(r, n_obj, frames, self.colors) for r in hue_rngs], frames, self.colors)
 
-        video = np.zeros((n, frames, SIZE, SIZE, 3), np.uint8)
-        masks = np.zeros((n, frames, SIZE, SIZE), np.uint8)
-        rows, cols = square_pixels(paths, OBJECT)  # n x objects x T x 25
+        # One fancy write per lit pixel: R, G, B and the object id packed in the four bytes of a
+        # little-endian uint32 canvas, unpacked into the video and the masks at the end.
+        canvas = np.zeros((n, frames, SIZE, SIZE), "<u4")
+        rgb = hue_to_rgb(hues).astype("<u4")  # n x objects x T x 3
+        ids = (3 + np.arange(n_obj, dtype="<u4"))[None, :, None]
+        packed = rgb[..., 0] | rgb[..., 1] << 8 | rgb[..., 2] << 16 | ids << 24  # n x objects x T
         b = np.arange(n)
-        flat = ((b[:, None, None, None] * frames + np.arange(frames)[None, None, :, None]) * SIZE + rows) * SIZE + cols
-        on = grids.reshape(n, n_obj, frames, -1)
-        where = flat[on]
+        # flat pixel index of each object's top-left corner per frame, plus each grid cell's offset
+        corner = ((b[:, None, None] * frames + np.arange(frames)) * SIZE + paths[..., 0]) * SIZE + paths[..., 1]
+        cell = (np.arange(OBJECT)[:, None] * SIZE + np.arange(OBJECT)).ravel()
+        lit = np.flatnonzero(grids)  # over n x objects x T x 25 cells, in drawing order
+        owner, which = np.divmod(lit, OBJECT * OBJECT)  # (video, object, frame) flat, cell
         # numpy fancy assignment keeps the last write of a repeated index: later objects on top
-        video.reshape(-1, 3)[where] = np.broadcast_to(hue_to_rgb(hues)[:, :, :, None, :], on.shape + (3,))[on]
-        masks.reshape(-1)[where] = np.broadcast_to((3 + np.arange(n_obj, dtype=np.uint8))[None, :, None, None], on.shape)[on]
+        canvas.reshape(-1)[corner.ravel()[owner] + cell[which]] = packed.reshape(-1)[owner]
         centre = paths + OBJECT // 2
         start = centre[b, target, 0]
         end = np.where(np.asarray(labels)[:, None] == 1, centre[b, target, -1], centre[b, lure, -1])
-        draw_markers(video, start, end, OBJECT, masks)
+        ring = ring_offsets(OBJECT)
+        for value, c in ((255 | 1 << 24, start), (255 << 16 | 2 << 24, end)):  # red start (id 1), blue end (id 2)
+            pix = c[:, None, :] + ring[None]
+            canvas[b[:, None], :, pix[..., 0], pix[..., 1]] = value
+        planes = canvas.view(np.uint8).reshape(n, frames, SIZE, SIZE, 4)
+        video, masks = np.ascontiguousarray(planes[..., :3]), np.ascontiguousarray(planes[..., 3])
         condition = f"shapes={self.shapes},colors={self.colors}"
         return [{"video": video[k], "masks": masks[k], "label": int(labels[k]), "meta": {
             "trajectories": paths[k], "target": int(target[k]), "lure": int(lure[k]),

@@ -33,14 +33,12 @@ from harmonia.challenges._tracking import (
     path_uniforms,
     paths_from_uniforms,
     random_paths,
-    square_pixels,
 )
 from harmonia.challenges.base import CHALLENGES, Challenge
 
 SIZE = 32
 WINDOW = SIZE - 5
 OFFSET = 2  # window's top-left in the frame: markers (radius 1) around any position fit
-DOT = 2
 MARKER = 3
 MIN_END_GAP = 3.0  # pixels between the two full paths' ends: the end marker marks one of them unambiguously
 FRAMES = (32, 64, 128)
@@ -100,9 +98,10 @@ class PathTracker(Challenge):
         end = np.where(np.asarray(labels)[:, None] == 1, paths[b, target, -1], paths[b, second, -1])
 
         video = np.zeros((n, frames, SIZE, SIZE, 3), np.uint8)
-        rows, cols = square_pixels(paths, DOT)  # n x objects x T x 4
-        flat = ((b[:, None, None, None] * frames + np.arange(frames)[None, None, :, None]) * SIZE + rows) * SIZE + cols
-        video.reshape(-1, 3)[flat.ravel(), 1] = 255
+        # flat index of every dot pixel's green byte: the top-left corner per frame plus the 2 x 2 offsets
+        corner = ((b[:, None, None] * frames + np.arange(frames)) * SIZE + paths[..., 0]) * SIZE + paths[..., 1]
+        square = np.array([0, 1, SIZE, SIZE + 1])  # a 2 x 2 dot
+        video.reshape(-1)[((corner[..., None] + square) * 3 + 1).ravel()] = 255
         draw_markers(video, start, end, MARKER)
         condition = f"frames={frames},distractors={self.distractors},speed={self.speed}"
         return [{"video": video[k], "label": int(labels[k]), "meta": {
