@@ -202,7 +202,7 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
     model = build_video_model(cfg.model).to(device).train()
     opt = _optimizer(cfg, model)
 
-    step, epoch, pos, best, stale = 0, 0, 0, -1.0, 0
+    step, epoch, pos, best, stale, before = 0, 0, 0, -1.0, 0, 0.0
     history: list[dict[str, Any]] = []
     if cfg.resume and (out / LAST).is_file():
         state = load_state(out / LAST)
@@ -210,16 +210,19 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
         opt.load_state_dict(state["optimizer"])
         p = state["progress"]
         step, epoch, pos, best, stale = p["step"], p["epoch"], p["pos"], p["best"], p["stale"]
+        before = float(p.get("seconds", 0.0))  # training time of the earlier sessions
         history = json.loads(state["history"])
         set_rng_state(state["rng"])
 
     def checkpoint() -> None:
         save_state(out / LAST, {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
-                                "progress": {"step": step, "epoch": epoch, "pos": pos, "best": best, "stale": stale},
+                                "progress": {"step": step, "epoch": epoch, "pos": pos, "best": best, "stale": stale,
+                                             "seconds": before + time.perf_counter() - start},
                                 "history": json.dumps(history)})
         atomic_write_text(out / "history.json", json.dumps(history, indent=1) + "\n")
 
-    start, val_acc, running = time.perf_counter(), float("nan"), []
+    start, running = time.perf_counter(), []
+    val_acc = history[-1]["val_accuracy"] if history else float("nan")
     stopped = False
     while step < cfg.steps and not stopped:
         order = _epoch_order(cfg.seed, epoch, cfg.n_train)
@@ -240,7 +243,7 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
                 n = len(running)
                 history.append({"step": step, "loss": sum(r[0] for r in running) / n,
                                 "train_accuracy": sum(r[1] for r in running) / n, "val_accuracy": val_acc,
-                                "seconds": time.perf_counter() - start})
+                                "seconds": before + time.perf_counter() - start})
                 running = []
                 if val_acc > best:
                     best, stale = val_acc, 0
@@ -258,4 +261,4 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
             epoch, pos = epoch + 1, 0
     checkpoint()
     save_model(out / FINAL, model, cfg, {"step": step, "val_accuracy": val_acc})
-    return ChallengeTrainResult(out, step, val_acc, best, time.perf_counter() - start, history)
+    return ChallengeTrainResult(out, step, val_acc, best, before + time.perf_counter() - start, history)
