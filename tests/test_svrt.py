@@ -304,3 +304,12 @@ def test_svrt_through_the_shared_dataset_writer_and_cli(tmp_path):
     r = CliRunner().invoke(app, ["data", "challenge", "svrt", "--problem", "9", "--n", "4", "--out", str(tmp_path / "c")])
     assert r.exit_code == 0 and "SYNTHETIC" in r.output, r.output
     assert len(ChallengeFolder(tmp_path / "c", "train")) == 4
+
+
+@pytest.mark.parametrize("module", ["svrt", "svrt_geometry", "svrt_baselines"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(f"harmonia.challenges.{module}"))
+    assert res.failed == 0 and res.attempted > 0

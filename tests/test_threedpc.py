@@ -170,3 +170,12 @@ def test_cli_probe_3dpc(tiny, tmp_path):
     assert "1 split(s)" not in again.output and "4 split(s) read from the cache" in again.output
     bad = runner.invoke(app, ["challenge", "probe", "svrt", "--model", "x", "--data", str(tiny)])
     assert bad.exit_code == 2 and "error:" in bad.output
+
+
+@pytest.mark.parametrize("module", ["data", "scenes", "tables"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(f"harmonia.challenges.threedpc.{module}"))
+    assert res.failed == 0 and res.attempted > 0

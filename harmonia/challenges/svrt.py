@@ -190,8 +190,8 @@ def circumcentre(points: np.ndarray) -> np.ndarray:
     """Centre of the circle through three points.
 
     Example:
-        >>> circumcentre(np.array([[1, 0], [-1, 0], [0, 1]])).round(6).tolist()
-        [0.0, 0.0]
+        >>> circumcentre(np.array([[0, 0], [2, 0], [0, 2]])).round(6).tolist()
+        [1.0, 1.0]
     """
     (ax, ay), (bx, by), (cx, cy) = np.asarray(points, dtype=float)
     d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))

@@ -233,7 +233,7 @@ def taxonomy(rows: list[dict[str, Any]], model: str | None = None, k: int = 2) -
         ...         for n, a in zip((100, 1000), accs)]
         >>> t = taxonomy(rows)
         >>> t["clusters"], t["agreement"]
-        ({1: 0, 5: 0, 4: 1, 11: 1}, 1.0)
+        ({1: 0, 4: 1, 5: 0, 11: 1}, 1.0)
     """
     from scipy.cluster.hierarchy import fcluster, linkage
 

@@ -18,7 +18,7 @@ Example:
     >>> item = Placed(shape, scale=10.0)
     >>> canvas = Canvas()
     >>> centre = canvas.random_centre(np.random.default_rng(0), item, canvas.forbidden())
-    >>> canvas.add(item, *centre)
+    >>> index = canvas.add(item, *centre)
     >>> image = canvas.render()
     >>> image.shape, image.dtype, int(image.min()), int(image.max())
     ((128, 128), dtype('uint8'), 0, 255)

@@ -214,7 +214,7 @@ def train_linear_probe(data: dict[str, tuple[np.ndarray, np.ndarray]], config: P
     Example:
         >>> rng = np.random.default_rng(0)
         >>> x = rng.normal(size=(64, 5)).astype(np.float32); y = (x[:, 0] > 0).astype(int)
-        >>> res = train_linear_probe({"train": (x, y), "val": (x, y)}, ProbeConfig(epochs=3, lr=1e-2))
+        >>> res = train_linear_probe({"train": (x, y), "val": (x, y)}, ProbeConfig(epochs=20, lr=1e-2))
         >>> res["best_epoch"] >= 1 and res["accuracy"]["val"] > 0.8
         True
     """
