@@ -146,9 +146,10 @@ def challenge_train_command(
             device=device, num_workers=workers, resume=resume, progress=lambda s, n, info: update(s, n),
         )  # fmt: skip
         result = train_challenge(cfg)
+    val = (f"val accuracy {result.val_accuracy:.3f} (best {result.best_val_accuracy:.3f})"
+           if result.best_val_accuracy >= 0 else "not validated yet (see --eval-every)")
     console.print(f"[yellow]SYNTHETIC[/] {challenge}: {model} trained {result.steps} steps in {result.seconds:.0f} s; "
-                  f"val accuracy {result.val_accuracy:.3f} (best {result.best_val_accuracy:.3f}); {out}/final.pt",
-                  highlight=False)
+                  f"{val}; {out}/final.pt", highlight=False)
 
 
 EVALUATE_HELP = """Evaluate trained challenge models (final.pt or best.pt files) over the generalisation grid.
