@@ -70,3 +70,31 @@ def test_cli_data_challenge(tmp_path):
     assert bad.exit_code == 2 and "error: speed must be" in bad.output
     unknown = runner.invoke(app, ["data", "challenge", "patht", "--out", str(out)])
     assert unknown.exit_code == 2 and "unknown challenge" in unknown.output
+
+
+class _Squares(hc.Challenge):
+    """A tiny image challenge (not registered): is there a bright square?"""
+
+    modality = "image"
+    name = "squares"
+
+    def __init__(self, seed: int = 0, size: int = 8, length: int = 100) -> None:
+        super().__init__(seed=seed, length=length, size=size)
+        self.size = size
+
+    def sample(self, rng, label, index):
+        image = (rng.random((self.size, self.size)) * 100).astype(np.uint8)
+        if label:
+            image[2:4, 2:4] = 255
+        return {"image": image, "label": label, "meta": {"noise_max": int(image.max())}}
+
+
+def test_image_modality_round_trip(tmp_path):
+    gen = _Squares(seed=3)
+    root = write_challenge(gen, tmp_path / "sq", n=4)
+    ds = ChallengeFolder(root)
+    assert ds.modality == "image" and (root / "train" / "images" / "000001.png").is_file()
+    for i in range(4):
+        assert np.array_equal(ds[i]["image"], gen[i]["image"]) and ds[i]["meta"] == gen[i]["meta"]
+    item = ChallengeDataset(gen, length=4)[1]
+    assert item["image"].shape == (1, 8, 8) and float(item["image"].max()) == 1.0
