@@ -78,3 +78,11 @@ def test_cli_svrt_curves(tmp_path):
     assert (tmp_path / "o" / "curves.csv").exists() and (tmp_path / "o" / "taxonomy.png").exists()
     bad = CliRunner().invoke(app, ["challenge", "svrt-curves", "--problem", "24"])
     assert bad.exit_code == 2 and "error:" in bad.output
+
+
+def test_svrt_arrays_are_the_same_with_worker_processes():
+    from harmonia.challenges.svrt_baselines import svrt_arrays
+
+    a = svrt_arrays(14, range(300, 600), 0, 0)
+    b = svrt_arrays(14, range(300, 600), 0, 2)
+    assert (a[0] == b[0]).all() and (a[1] == b[1]).all() and a[1].sum() == 150

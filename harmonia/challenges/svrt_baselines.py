@@ -129,10 +129,7 @@ def svrt_resnet_fba(arch: str = "resnet18", width: int = 64, downsample: int = 1
     return svrt_resnet(arch, "feature", width, downsample)
 
 
-@lru_cache(maxsize=6)
-def svrt_arrays(problem: int, indices: range, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(n x 128 x 128 uint8 images, n labels) for the given sample indices of one problem (cached:
-    the cells of a curve share their data; do not modify the arrays)."""
+def _draw(problem: int, indices: range, seed: int) -> tuple[np.ndarray, np.ndarray]:
     gen = SVRT(seed=seed, problem=problem, length=TEST_OFFSET * 2)
     images = np.empty((len(indices), 128, 128), dtype=np.uint8)
     labels = np.empty(len(indices), dtype=np.int64)
@@ -140,6 +137,23 @@ def svrt_arrays(problem: int, indices: range, seed: int = 0) -> tuple[np.ndarray
         s = gen[i]
         images[k], labels[k] = s["image"], s["label"]
     return images, labels
+
+
+@lru_cache(maxsize=6)
+def svrt_arrays(problem: int, indices: range, seed: int = 0, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n x 128 x 128 uint8 images, n labels) for the given sample indices of one problem, drawn
+    by ``workers`` processes (0: this one). Cached: the cells of a curve share their data; do not
+    modify the arrays. Samples depend on (seed, index) only, so any split of the work gives the
+    same arrays."""
+    if workers <= 1 or len(indices) < 256:
+        return _draw(problem, indices, seed)
+    from concurrent.futures import ProcessPoolExecutor
+
+    bounds = np.linspace(0, len(indices), workers * 4 + 1).astype(int)
+    parts = [indices[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    with ProcessPoolExecutor(workers) as pool:
+        done = list(pool.map(_draw, [problem] * len(parts), parts, [seed] * len(parts)))
+    return np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
 
 
 def _to_input(images: np.ndarray) -> torch.Tensor:
@@ -157,14 +171,14 @@ def _accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: 
 
 
 def train_cell(problem: int, model_spec: str, n_train: int, n_test: int = 400, epochs: int = 10,
-               batch_size: int = 32, lr: float = 1e-3, seed: int = 0, device: str = "cpu",
+               batch_size: int = 32, lr: float = 1e-3, seed: int = 0, device: str = "cpu", workers: int = 0,
                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Train ``model_spec`` from scratch on ``n_train`` samples of one problem; test accuracy on fresh ones."""
     torch.manual_seed(seed)
     dev = torch.device(device)
     t0 = time.perf_counter()
-    x_train, y_train = svrt_arrays(problem, range(n_train), seed)  # smaller sizes: the first n of a larger set
-    x_test, y_test = svrt_arrays(problem, range(TEST_OFFSET, TEST_OFFSET + n_test), seed)
+    x_train, y_train = svrt_arrays(problem, range(n_train), seed, workers)  # smaller sizes: the first n of a larger set
+    x_test, y_test = svrt_arrays(problem, range(TEST_OFFSET, TEST_OFFSET + n_test), seed, workers)
     t_data = time.perf_counter() - t0
     model = SVRT_MODELS.from_spec(model_spec).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -203,7 +217,9 @@ def efficiency_curves(problems: list[int], models: list[str], sizes: list[int], 
     rows = []
     cells = [(p, m, n) for p in problems for m in models for n in sizes]
     for k, (p, m, n) in enumerate(cells):
-        key = cache_key({"kind": CELL_KIND, "problem": p, "model": m, "n_train": n, **train})
+        # how many processes draw the data does not change it: not in the key (the device may)
+        same = {key: v for key, v in train.items() if key != "workers"}
+        key = cache_key({"kind": CELL_KIND, "problem": p, "model": m, "n_train": n, **same})
         run = store.get_run(key) if store is not None else None
         if run is not None and run.status == "complete" and run.aggregates:
             rows.append({**run.aggregates, "cached": True})

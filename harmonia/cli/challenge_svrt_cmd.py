@@ -29,7 +29,7 @@ Examples:
 
   harmonia challenge svrt-curves --problem 1 --problem 4 --sizes 100,400 --epochs 5 --model resnet:width=16,downsample=2 --out reports/svrt-cpu
 
-  harmonia challenge svrt-curves --all --sizes 500,1000,5000,10000,15000,120000 --model resnet:arch=resnet50 --model resnet_sa:arch=resnet50 --model resnet_fba:arch=resnet50 --device cuda --out reports/svrt
+  harmonia challenge svrt-curves --all --sizes 500,1000,5000,10000,15000,120000 --model resnet:arch=resnet50 --model resnet_sa:arch=resnet50 --model resnet_fba:arch=resnet50 --device cuda --workers 16 --out reports/svrt
 """
 
 
@@ -46,6 +46,7 @@ def svrt_curves_command(
     n_test: int = typer.Option(400, "--n-test", min=10, help="Test samples per problem."),
     seed: int = typer.Option(0, "--seed", help="Generator and training seed."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Processes generating the SVRT images (0: this one)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for curves.csv/json/png and taxonomy.png."),
     store_path: Optional[Path] = typer.Option(None, "--store", help="Results store (default $HARMONIA_STORE or ./harmonia-results.sqlite)."),
 ) -> None:
@@ -72,7 +73,8 @@ def svrt_curves_command(
         SVRT_MODELS.from_spec(s)  # refuse a bad spec before any training
     with ResultStore(store_path) as store, progress_callback("SVRT curves (SYNTHETIC)") as update:
         rows = efficiency_curves(chosen, specs, size_list, store=store, progress=lambda label, d, t: update(d, t),
-                                 n_test=n_test, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+                                 n_test=n_test, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                                 workers=workers)
     from rich.table import Table
 
     table = Table(title="SYNTHETIC SVRT: test accuracy by training-set size")
