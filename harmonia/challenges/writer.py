@@ -50,7 +50,7 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return (obj.astype(np.uint8) if obj.dtype == bool else obj).tolist()  # 0/1: a third of true/false
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
