@@ -194,12 +194,17 @@ def open_split(root: str | Path, task: str, split: str, layout: str | None = Non
 
 
 def available_splits(root: str | Path, task: str, layout: str | None = None) -> list[str]:
-    """The splits of ``task`` present under ROOT, in SPLITS order."""
-    out = []
-    for s in SPLITS:
-        try:
-            open_split(root, task, s, layout)
-        except FileNotFoundError:
-            continue
-        out.append(s)
-    return out
+    """The splits of ``task`` present under ROOT, in SPLITS order (files listed, not read).
+
+    Example:
+        >>> available_splits("/nonexistent-3dpc", "depth", "release")
+        []
+    """
+    task, root = task_name(task), Path(root)
+    layout = layout or detect_layout(root)
+    folder, config = TASKS[task]
+    if layout == "parquet":
+        return [s for s in SPLITS if _parquet_files(root, config, s)]
+    if folder is None:
+        return []
+    return [s for s in SPLITS if any(next((root / folder / s / lab).glob("*.png"), None) for lab in "01")]

@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harmonia.challenges.threedpc.data import ThreeDPCSplit, available_splits, open_split, task_name
+from harmonia.challenges.threedpc.data import SPLITS, ThreeDPCSplit, open_split, task_name
 from harmonia.store import ResultStore, cache_key, dataset_fingerprint, file_digest
 from harmonia.utils.io import atomic_save_npy
 
@@ -258,11 +258,16 @@ def train_linear_probe(data: dict[str, tuple[np.ndarray, np.ndarray]], config: P
 
 
 def _splits(root: str | Path, task: str, layout: str | None) -> dict[str, ThreeDPCSplit]:
-    names = available_splits(root, task, layout)
-    missing = [s for s in ("train", "val", "test") if s not in names]
+    out = {}
+    for s in SPLITS:  # each split read once (a parquet split holds its images)
+        try:
+            out[s] = open_split(root, task, s, layout)
+        except FileNotFoundError:
+            continue
+    missing = [s for s in ("train", "val", "test") if s not in out]
     if missing:
         raise FileNotFoundError(f"3D-PC {task} under {root}: missing split(s) {', '.join(missing)}")
-    return {s: open_split(root, task, s, layout) for s in names}
+    return out
 
 
 def linear_probe_3dpc(model: Any, root: str | Path, task: str, store: ResultStore | None = None,
