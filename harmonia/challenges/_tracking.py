@@ -65,24 +65,29 @@ def paths_from_uniforms(u: np.ndarray, frames: int, speed: int, window: int) -> 
     turn = u[:, 6:] * (MAX_TURN * sign)
     turn = lfilter([1.0 - RIGIDITY], [1.0, -RIGIDITY], turn, axis=1)  # damped: curvature changes slowly
     heading = u[:, 1:2] * (2 * np.pi) + np.cumsum(turn, axis=1)
-    step = np.stack([np.sin(heading), np.cos(heading)], axis=-1)  # n_paths x anchors x 2, unit steps
-    base = np.zeros_like(step)
-    base[:, 1:] = STEPS_PER_ANCHOR * np.cumsum(step[:, :-1], axis=1)  # where each anchor's segment starts
-    ends = np.concatenate([base + step, base + STEPS_PER_ANCHOR * step], axis=1)  # segment end points
-    lo, hi = ends.min(axis=1, keepdims=True), ends.max(axis=1, keepdims=True)
-    extent = hi - lo
-    scale = (window - 1) / np.maximum(extent.max(axis=2, keepdims=True), 1e-9)  # one factor: no distortion
-    room = (window - 1) - extent * scale  # the short axis sits at a random place in the window
-    shift = u[:, None, 2:4] * room
     reverse = u[:, 4] < 0.5
     start = np.minimum((u[:, 5] * (n_points - span + 1)).astype(np.int64), n_points - span)
     idx = start[:, None] + np.arange(frames)[None, :] * speed  # points taken, on the (maybe reversed) curve
     idx = np.where(reverse[:, None], n_points - 1 - idx, idx)
     k, j = np.divmod(idx, STEPS_PER_ANCHOR)
-    rows = np.arange(n_paths)[:, None]
-    points = base[rows, k] + (j + 1)[..., None] * step[rows, k]
-    picked = (points - lo) * scale + shift
-    return np.clip(np.floor(picked), 0, window - 1).astype(np.int64)
+    # Row and column separately: every reduction and gather runs along a contiguous last axis.
+    coords, extents = [], []
+    for unit in (np.sin(heading), np.cos(heading)):  # n_paths x anchors unit steps, row then col
+        base = np.zeros_like(unit)
+        np.cumsum(unit[:, :-1], axis=1, out=base[:, 1:])
+        base *= STEPS_PER_ANCHOR  # where each anchor's segment starts
+        first, last = base + unit, base + STEPS_PER_ANCHOR * unit  # the segments' end points
+        lo = np.minimum(first.min(axis=1), last.min(axis=1))[:, None]
+        hi = np.maximum(first.max(axis=1), last.max(axis=1))[:, None]
+        coords.append(np.take_along_axis(base, k, axis=1) + (j + 1) * np.take_along_axis(unit, k, axis=1) - lo)
+        extents.append(hi - lo)
+    scale = (window - 1) / np.maximum(np.maximum(extents[0], extents[1]), 1e-9)  # one factor: no distortion
+    out = np.empty((n_paths, frames, 2), np.int64)
+    for axis in (0, 1):
+        room = (window - 1) - extents[axis] * scale  # the short axis sits at a random place in the window
+        picked = coords[axis] * scale + u[:, 2 + axis, None] * room
+        out[..., axis] = np.clip(np.floor(picked), 0, window - 1)
+    return out
 
 
 def square_pixels(corners: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -220,13 +220,15 @@ class FeatureTracker(Challenge):
         ids = (3 + np.arange(n_obj, dtype="<u4"))[None, :, None]
         packed = rgb[..., 0] | rgb[..., 1] << 8 | rgb[..., 2] << 16 | ids << 24  # n x objects x T
         b = np.arange(n)
-        # flat pixel index of each object's top-left corner per frame, plus each grid cell's offset
+        # flat pixel index of each object's top-left corner per frame, plus each grid cell's offset;
+        # frame-major order (video, frame, object): consecutive writes stay in one frame, in the cache
         corner = ((b[:, None, None] * frames + np.arange(frames)) * SIZE + paths[..., 0]) * SIZE + paths[..., 1]
         cell = (np.arange(OBJECT)[:, None] * SIZE + np.arange(OBJECT)).ravel()
-        lit = np.flatnonzero(grids)  # over n x objects x T x 25 cells, in drawing order
-        owner, which = np.divmod(lit, OBJECT * OBJECT)  # (video, object, frame) flat, cell
+        lit = np.flatnonzero(grids.transpose(0, 2, 1, 3, 4))  # over n x T x objects x 25 cells
+        owner, which = np.divmod(lit, OBJECT * OBJECT)  # (video, frame, object) flat, cell
         # numpy fancy assignment keeps the last write of a repeated index: later objects on top
-        canvas.reshape(-1)[corner.ravel()[owner] + cell[which]] = packed.reshape(-1)[owner]
+        canvas.reshape(-1)[corner.transpose(0, 2, 1).ravel()[owner] + cell[which]] = \
+            packed.transpose(0, 2, 1).ravel()[owner]
         centre = paths + OBJECT // 2
         start = centre[b, target, 0]
         end = np.where(np.asarray(labels)[:, None] == 1, centre[b, target, -1], centre[b, lure, -1])

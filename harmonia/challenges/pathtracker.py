@@ -99,9 +99,10 @@ class PathTracker(Challenge):
 
         video = np.zeros((n, frames, SIZE, SIZE, 3), np.uint8)
         # flat index of every dot pixel's green byte: the top-left corner per frame plus the 2 x 2 offsets
+        # (frame-major order: consecutive writes land in the same frame, which stays in the cache)
         corner = ((b[:, None, None] * frames + np.arange(frames)) * SIZE + paths[..., 0]) * SIZE + paths[..., 1]
         square = np.array([0, 1, SIZE, SIZE + 1])  # a 2 x 2 dot
-        video.reshape(-1)[((corner[..., None] + square) * 3 + 1).ravel()] = 255
+        video.reshape(-1)[((corner.transpose(0, 2, 1)[..., None] + square) * 3 + 1).ravel()] = 255
         draw_markers(video, start, end, MARKER)
         condition = f"frames={frames},distractors={self.distractors},speed={self.speed}"
         return [{"video": video[k], "label": int(labels[k]), "meta": {
