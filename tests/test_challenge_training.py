@@ -70,3 +70,20 @@ def test_cli_train_and_evaluate(tmp_path):
     assert bad.exit_code == 2 and "no such model file" in " ".join(bad.output.split())
     bad = runner.invoke(app, ["challenge", "train", "pathtracker", "--model", "nonet", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown video model" in bad.output
+
+
+def test_cv_rnn_trains_with_the_synchrony_loss_on_featuretracker(tmp_path, monkeypatch):
+    import harmonia.challenges.training as training
+
+    calls = []
+    real = training.synchrony_loss
+    monkeypatch.setattr(training, "synchrony_loss", lambda p, m: calls.append(m.shape) or real(p, m))
+    cfg = ChallengeTrainConfig(out_dir=tmp_path / "cv", challenge="featuretracker", model="cv_rnn:channels=2,kernel=3",
+                               preset="cpu", batch_size=2, n_train=4, val_size=2, eval_every=2, steps=2,
+                               knobs={"frames": 3, "distractors": 1}, device="cpu")
+    result = train_challenge(cfg)
+    assert calls == [(2, 3, 32, 32)] * 2  # masks of every training batch went into the loss
+    assert result.history[-1]["loss"] > 0.6  # BCE (about 0.69 at init) plus a synchrony term
+    rows = evaluate_grid([tmp_path / "cv" / "final.pt"], conditions=[{"shapes": "out", "colors": "irregular",
+                                                                      "frames": 3, "distractors": 1}], n=2)
+    assert rows[0]["human_low"] == 0.79 and not rows[0]["trained_on"]
