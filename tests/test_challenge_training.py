@@ -87,3 +87,9 @@ def test_cv_rnn_trains_with_the_synchrony_loss_on_featuretracker(tmp_path, monke
     rows = evaluate_grid([tmp_path / "cv" / "final.pt"], conditions=[{"shapes": "out", "colors": "irregular",
                                                                       "frames": 3, "distractors": 1}], n=2)
     assert rows[0]["human_low"] == 0.79 and not rows[0]["trained_on"]
+
+
+def test_time_budget_stops_with_a_validated_checkpoint(tmp_path):
+    result = train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "b", steps=50, budget_minutes=1e-6, **TINY))
+    assert result.steps == 1 and [h["step"] for h in result.history] == [1]
+    assert (tmp_path / "b" / "final.pt").is_file() and (tmp_path / "b" / "last.pt").is_file()

@@ -49,7 +49,8 @@ TRAIN_KNOBS: dict[str, dict[str, Any]] = {
     "featuretracker": {"shapes": "in", "colors": "in"},
 }
 # Settings a resumed run may change (no learning-rate schedule depends on the step count).
-RUNTIME_FIELDS = frozenset({"out_dir", "resume", "device", "num_workers", "progress", "checkpoint_every", "steps", "patience"})
+RUNTIME_FIELDS = frozenset({"out_dir", "resume", "device", "num_workers", "progress", "checkpoint_every", "steps", "patience",
+                            "budget_minutes"})
 
 
 @dataclass
@@ -71,6 +72,7 @@ class ChallengeTrainConfig:
     eval_every: int = 100
     checkpoint_every: int = 50
     patience: int | None = None  # evaluations without a better val accuracy before stopping
+    budget_minutes: float | None = None  # stop (validate, checkpoint, final.pt) once training took this long
     sync_weight: float = 1.0
     seed: int = 0
     device: str = "auto"
@@ -238,7 +240,8 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
             step, pos = step + 1, pos + 1
             acc = float(((logits.detach() > 0).long().cpu() == batch["label"]).float().mean())
             running.append((float(loss.detach()), acc))
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            out_of_time = cfg.budget_minutes is not None and before + time.perf_counter() - start >= 60 * cfg.budget_minutes
+            if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
                 val_acc, _ = accuracy(model, val_loader, device)
                 n = len(running)
                 history.append({"step": step, "loss": sum(r[0] for r in running) / n,
@@ -251,6 +254,7 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
                 else:
                     stale += 1
                     stopped = cfg.patience is not None and stale >= cfg.patience
+                stopped = stopped or out_of_time
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped:
                 checkpoint()
             if cfg.progress:

@@ -127,6 +127,8 @@ def challenge_train_command(
     eval_every: int = typer.Option(100, "--eval-every", min=1, help="Validate every N steps."),
     checkpoint_every: int = typer.Option(50, "--checkpoint-every", min=1, help="Write last.pt every N steps."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Early stopping: validations without improvement."),
+    budget_minutes: Optional[float] = typer.Option(
+        None, "--budget-minutes", min=0.0, help="Fixed time budget: validate, checkpoint and stop after this long."),
     sync_weight: float = typer.Option(1.0, "--sync-weight", min=0.0, help="Weight of the CV-RNN's synchrony loss."),
     seed: int = typer.Option(0, "--seed", help="Training seed (validation uses seed + 1)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
@@ -142,7 +144,8 @@ def challenge_train_command(
         cfg = ChallengeTrainConfig(
             out_dir=out, challenge=challenge, knobs=parse_sets(sets), model=model, preset=preset, lr=lr,
             batch_size=batch_size, steps=steps, n_train=n_train, val_size=val_size, eval_every=eval_every,
-            checkpoint_every=checkpoint_every, patience=patience, sync_weight=sync_weight, seed=seed,
+            checkpoint_every=checkpoint_every, patience=patience, budget_minutes=budget_minutes,
+            sync_weight=sync_weight, seed=seed,
             device=device, num_workers=workers, resume=resume, progress=lambda s, n, info: update(s, n),
         )  # fmt: skip
         result = train_challenge(cfg)
