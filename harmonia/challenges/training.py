@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from harmonia.challenges.base import create
+from harmonia.challenges.base import CHALLENGES, create, discover
 from harmonia.challenges.dataset import ChallengeDataset
 from harmonia.models.tracking import synchrony_loss
 from harmonia.models.video import build_video_model
@@ -84,10 +84,12 @@ class ChallengeTrainConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
         out = ChallengeTrainConfig(**{k: getattr(self, k) for k in self.__dataclass_fields__})
+        discover()
+        out.challenge = CHALLENGES.resolve(self.challenge)  # aliases ("pt") -> the registered name
         for k, v in PRESETS[self.preset].items():
             if getattr(out, k) is None:
                 setattr(out, k, v)
-        out.knobs = {**TRAIN_KNOBS.get(self.challenge, {}), **self.knobs}
+        out.knobs = {**TRAIN_KNOBS.get(out.challenge, {}), **self.knobs}
         for name in ("steps", "n_train", "val_size", "eval_every", "checkpoint_every", "batch_size"):
             if int(getattr(out, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(out, name)}")
@@ -196,6 +198,9 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
 
     torch.manual_seed(cfg.seed)
     train_gen = create(cfg.challenge, seed=cfg.seed, **cfg.knobs)
+    if train_gen.modality != "video":
+        raise ValueError(f"{cfg.challenge} is an {train_gen.modality} challenge; this trainer takes the video "
+                         "challenges (pathtracker, featuretracker)")
     train_gen.length = max(train_gen.length, cfg.n_train)
     val_gen = create(cfg.challenge, seed=cfg.seed + 1, **cfg.knobs)
     val_gen.length = max(val_gen.length, cfg.val_size)
