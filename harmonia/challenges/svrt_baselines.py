@@ -319,7 +319,11 @@ def taxonomy_png(rows: list[dict[str, Any]], model: str | None = None) -> bytes:
     ax1.set_xlabel("training samples")
     ax1.set_ylabel("test accuracy")
     ax1.set_title(f"{t['model']}: red = same-different, blue = spatial", fontsize=8)
-    d = dendrogram(np.array(t["linkage"]), labels=[str(p) for p in t["problems"]], ax=ax2)
+    import warnings
+
+    with warnings.catch_warnings():  # identical curves give a zero-height tree: nothing to warn about
+        warnings.simplefilter("ignore", UserWarning)
+        d = dendrogram(np.array(t["linkage"]), labels=[str(p) for p in t["problems"]], ax=ax2)
     for lbl in ax2.get_xticklabels():
         lbl.set_color(colour[relation_type(int(lbl.get_text()))])
     ax2.set_title(f"clusters by curve: {t['agreement']:.0%} agree with SD / SR", fontsize=8)
