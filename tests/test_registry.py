@@ -149,11 +149,11 @@ def test_command_modules_register_without_importing_the_app():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == "attack ceiling demo evaluate explain models neural train | data results".split()
+    assert out.stdout.split() == "attack ceiling demo evaluate explain models neural train | challenge data results".split()
     from harmonia.cli.data_cmd import data_app
     from harmonia.cli.main import app, build_app
 
-    assert [c.name for c in data_app.registered_commands] == ["clicks", "convert", "simulate"]
+    assert [c.name for c in data_app.registered_commands] == ["clicks", "convert", "simulate", "challenge"]
     assert [c.name for c in build_app().registered_commands] == [c.name for c in app.registered_commands]
     version = subprocess.run([sys.executable, "-m", "harmonia.cli.main", "--version"], capture_output=True, text=True,
                              timeout=120)

@@ -60,13 +60,27 @@ class Challenge:
         """Balanced labels: even indices negative, odd positive."""
         return int(index) % 2
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _index(self, index: int) -> int:
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} samples")
-        index = index % self.length
+        return int(index) % self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self._index(index)
         out = self.sample(self.rng(index), self.label_of(index), index)
         out.setdefault("label", self.label_of(index))
         return out
+
+    def samples(self, indices: list[int]) -> list[dict[str, Any]]:
+        """``[gen[i] for i in indices]``; a subclass may draw them together (vectorised), same result.
+
+        Example:
+            >>> import harmonia.challenges as hc
+            >>> g = hc.create("pathtracker", frames=32)
+            >>> bool((g.samples([3, 4])[0]["video"] == g[3]["video"]).all())
+            True
+        """
+        return [self[i] for i in indices]
 
     def sample(self, rng: np.random.Generator, label: int, index: int) -> dict[str, Any]:
         raise NotImplementedError
@@ -80,11 +94,31 @@ class Challenge:
         return f"{type(self).__name__}(seed={self.seed}, {knobs})"
 
 
+_SUPPORT_MODULES = {"base", "dataset", "writer"}
+
+
+def discover() -> None:
+    """Import every challenge module of this package, so each registers itself.
+
+    Adding a challenge is adding one module to ``harmonia/challenges/``; nothing else to edit.
+    """
+    import importlib
+    import pkgutil
+
+    import harmonia.challenges as package
+
+    for mod in pkgutil.iter_modules(package.__path__):
+        if not mod.name.startswith("_") and mod.name not in _SUPPORT_MODULES:
+            importlib.import_module(f"{package.__name__}.{mod.name}")
+
+
 def create(name: str, seed: int = 0, **knobs: Any) -> Challenge:
     """A registered challenge by name: ``create("pathtracker", seed=0, frames=32)``."""
+    discover()
     return CHALLENGES.create(name, seed=seed, **knobs)
 
 
 def names() -> list[str]:
     """Names of the registered challenges."""
+    discover()
     return CHALLENGES.names()

@@ -13,6 +13,7 @@ import typer
 from harmonia.cli import (
     attack_cmd,
     ceiling_cmd,
+    challenge_cmd,
     data_cmd,
     demo_cmd,
     evaluate_cmd,
@@ -23,7 +24,7 @@ from harmonia.cli import (
     train_cmd,
 )
 
-COMMAND_MODULES = (attack_cmd, ceiling_cmd, data_cmd, demo_cmd, evaluate_cmd, explain_cmd, models_cmd, neural_cmd,
+COMMAND_MODULES = (attack_cmd, ceiling_cmd, challenge_cmd, data_cmd, demo_cmd, evaluate_cmd, explain_cmd, models_cmd, neural_cmd,
                    results_cmd, train_cmd)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from harmonia.cli import data_clicks_cmd, data_convert_cmd, data_simulate_cmd
+from harmonia.cli import challenge_cmd, data_clicks_cmd, data_convert_cmd, data_simulate_cmd
 
 data_app = typer.Typer(
     help="Dataset tools: convert published formats, build maps from raw clicks, simulate ClickMe.",
@@ -13,6 +13,7 @@ data_app = typer.Typer(
 )
 for _module in (data_clicks_cmd, data_convert_cmd, data_simulate_cmd):
     _module.register(data_app)
+challenge_cmd.register_data(data_app)
 
 
 def register(app: typer.Typer) -> None:

@@ -245,6 +245,9 @@ class HarmoniaDataset(torch.utils.data.Dataset):
     ) -> None:
         self.root = Path(root)
         self.info = read_info(self.root)
+        if self.info.extra.get("modality") in ("image", "video"):
+            raise DatasetFormatError(f"{self.root} is a challenge dataset (no human maps); read it with "
+                                     "harmonia.challenges.writer.ChallengeFolder")
         self.split = resolve_split(self.info, split, self.root)
         self.split_dir = self.root / self.split
         self.records = read_index(self.split_dir)

@@ -128,6 +128,11 @@ def resolve_name(name: str) -> tuple[str, str]:
     for src in _sources():
         if src.bare and src.has(name):
             return src.name, src.canonical(name)
+    from harmonia.models.video import VIDEO_MODELS
+
+    if name in VIDEO_MODELS:
+        raise ModelNotFoundError(f"{name!r} is a video model for the tracking challenges: use it with "
+                                 "`harmonia challenge train --model` (harmonia.models.video.build_video_model)")
     raise _not_found(name, None)
 
 
@@ -433,6 +438,11 @@ def list_models(pattern: str | None = None, *, all: bool = False) -> list[dict[s
     rows = [_lite_row(n) for n in LITE_MODELS if keep(n)]
     rows += [{"name": n, "source": "built-in", "input_size": (64, 64), "num_classes": None, "weights_offline": False}
              for n in SMALL_MODELS if all and keep(n)]
+    if all:  # video models for the tracking challenges (harmonia challenge train --model NAME)
+        from harmonia.models.video import video_model_names
+
+        rows += [{"name": n, "source": "built-in (video)", "input_size": (32, 32), "num_classes": 1,
+                  "weights_offline": False} for n in video_model_names() if keep(n)]
     cached_timm = [n for n in cached_timm_models() if keep(n)]
     cached_tv = [n for n in cached_torchvision_models() if keep(n)]
     rows += [_timm_row(n, True) for n in cached_timm]

@@ -1,0 +1,245 @@
+"""FeatureTracker (Muzellec, Linsley et al., ICLR 2025): track an object whose shape and colour change.
+
+Like PathTracker (32 x 32 frames, 27 x 27 window, the same trajectories) with 32 frames and
+10 distractors by default. Every object is a 5 x 5 grid whose 3 x 3 core starts as a random
+non-empty binary pattern; the red start and blue end markers are 5 x 5 hollow squares around
+an object's first / last position (the marker's centre is the object's centre, top-left + 2).
+Label 1: the end marker is at the target's last position. Label 0: it is at the last position
+of the distractor whose end is closest to the target's (but not on it), so negatives are hard.
+
+Knobs:
+
+- ``shapes``: ``none`` (shapes stay fixed), ``in`` (in distribution: birth-only Game-of-Life
+  rule, an empty pixel with exactly 3 on neighbours turns on, none die), ``out`` (out of
+  distribution: death-only, an on pixel with < 2 or > 3 on neighbours dies; an emptied shape
+  is re-randomised).
+- ``colors``: ``none`` (fixed green), ``in`` (hue rotates 1/64 of the cycle per frame inside
+  [0, 180) degrees), ``out`` (the same inside [180, 360)), ``irregular`` (a speed drawn in
+  U(0.02, 0.05) cycles per frame, every frame, inside [0, 180)). S = V = 1. The rotation is
+  folded into its half circle (it turns back at the ends), so the hue changes smoothly and
+  never jumps.
+
+Training uses ``shapes=in, colors=in``; :data:`CONDITIONS` lists the test conditions.
+Each sample also has ``masks``: uint8 T x 32 x 32 per-frame object ids (0 background, 1 start
+marker, 2 end marker, 3 + k object k, later drawings on top) for the CV-RNN's synchrony loss.
+
+Example:
+    >>> import harmonia.challenges as hc
+    >>> s = hc.create("featuretracker", seed=0)[0]
+    >>> s["video"].shape, s["masks"].shape, s["meta"]["trajectories"].shape, s["label"]
+    ((32, 32, 32, 3), (32, 32, 32), (11, 32, 2), 0)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from harmonia.challenges._tracking import (
+    check_choice,
+    check_int,
+    ring_offsets,
+    path_uniforms,
+    paths_from_uniforms,
+    random_paths,
+)
+from harmonia.challenges.base import CHALLENGES, Challenge
+
+SIZE = 32
+WINDOW = SIZE - 5
+OBJECT = 5
+SHAPES = ("none", "in", "out")
+COLORS = ("none", "in", "out", "irregular")
+# The nine main conditions (shapes x none/in/out colours) and the three with irregular colours.
+MAIN_CONDITIONS = tuple((s, c) for s in SHAPES for c in ("none", "in", "out"))
+EXTRA_CONDITIONS = tuple((s, "irregular") for s in SHAPES)
+CONDITIONS = MAIN_CONDITIONS + EXTRA_CONDITIONS
+TRAIN_CONDITION = ("in", "in")
+HUE_STEP = 360.0 / 64  # degrees per frame
+IRREGULAR_SPEED = (0.02, 0.05)  # cycles per frame
+GREEN_HUE = 120.0
+HUE_RANGES = {"none": (GREEN_HUE, GREEN_HUE), "in": (0.0, 180.0), "out": (180.0, 360.0), "irregular": (0.0, 180.0)}
+MIN_END_GAP = 1.0  # a negative's end marker is never on the target's end
+
+
+def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
+    """Hues in degrees -> uint8 RGB (S = V = 1), vectorised: ``hue.shape + (3,)``.
+
+    Example:
+        >>> hue_to_rgb(np.array([0.0, 120.0, 240.0])).tolist()
+        [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    """
+    k = (np.asarray(hue, float)[..., None] / 60.0 + np.array([5.0, 3.0, 1.0])) % 6.0
+    f = 1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return np.round(f * 255).astype(np.uint8)
+
+
+def _neighbours(grid: np.ndarray) -> np.ndarray:
+    """On-neighbour counts (8-connected, zero outside) of ... x H x W bool grids."""
+    h, w = grid.shape[-2:]
+    p = np.zeros(grid.shape[:-2] + (h + 2, w + 2), np.int8)
+    p[..., 1:-1, 1:-1] = grid
+    rows = p[..., :-2, :] + p[..., 1:-1, :] + p[..., 2:, :]  # vertical sums of 3, then horizontal
+    return rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] - p[..., 1:-1, 1:-1]
+
+
+def step_shapes(grid: np.ndarray, rule: str) -> np.ndarray:
+    """One frame of the shape rule on ... x 5 x 5 bool grids (``in``: birth-only, ``out``: death-only).
+
+    Example:
+        >>> g = np.zeros((5, 5), bool); g[1, 1] = g[1, 2] = g[2, 1] = True
+        >>> int(step_shapes(g, "in").sum()), int(step_shapes(g, "out").sum())
+        (4, 3)
+    """
+    n = _neighbours(grid)
+    if rule == "in":
+        return grid | (n == 3)
+    if rule == "out":
+        return grid & (n >= 2) & (n <= 3)
+    return grid.copy()
+
+
+def random_cores(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` 5 x 5 bool grids whose 3 x 3 core is a random non-empty pattern (uniform over the 511)."""
+    code = rng.integers(1, 512, size=n)
+    bits = (code[:, None] >> np.arange(9)) & 1
+    grid = np.zeros((n, OBJECT, OBJECT), bool)
+    grid[:, 1:4, 1:4] = bits.reshape(n, 3, 3).astype(bool)
+    return grid
+
+
+def hue_uniforms(rng: np.random.Generator, n: int, frames: int, colors: str) -> np.ndarray:
+    """The uniforms one video's hues need: n x 1 start phases, then n x (frames - 1) speeds if irregular."""
+    return rng.random((n, frames if colors == "irregular" else 1))
+
+
+def hue_paths_from_uniforms(u: list[np.ndarray], frames: int, colors: str) -> np.ndarray:
+    """Hues in degrees, videos x objects x frames, following the ``colors`` rule (module docstring)."""
+    u_all = np.stack(u)  # videos x objects x (1 or frames)
+    if colors == "none":
+        return np.full(u_all.shape[:2] + (frames,), GREEN_HUE)
+    lo, hi = HUE_RANGES[colors]
+    width = hi - lo
+    if colors == "irregular":
+        low, high = IRREGULAR_SPEED
+        speed = (low + (high - low) * u_all[..., 1:]) * 360.0
+        travel = np.concatenate([np.zeros(u_all.shape[:2] + (1,)), np.cumsum(speed, axis=-1)], axis=-1)
+    else:
+        travel = np.arange(frames) * HUE_STEP
+    phase = (u_all[..., :1] * 2 * width + travel) % (2 * width)
+    folded = np.where(phase < width, phase, 2 * width - phase)  # back and forth inside the range
+    return lo + np.minimum(folded, np.nextafter(width, 0))
+
+
+def hue_paths(rng: np.random.Generator, n: int, frames: int, colors: str) -> np.ndarray:
+    """Hues in degrees, n x frames, for one video.
+
+    Example:
+        >>> h = hue_paths(np.random.default_rng(0), 2, 32, "out")
+        >>> h.shape, bool((h >= 180).all() and (h < 360).all())
+        ((2, 32), True)
+    """
+    return hue_paths_from_uniforms([hue_uniforms(rng, n, frames, colors)], frames, colors)[0]
+
+
+@CHALLENGES.register("featuretracker", aliases=("feature_tracker", "ft"))
+class FeatureTracker(Challenge):
+    """FeatureTracker videos; knobs ``frames`` (32), ``distractors`` (10), ``speed`` (1),
+    ``shapes`` (none / in / out) and ``colors`` (none / in / out / irregular); default in distribution.
+
+    ``gen[i]``: ``video`` (T x 32 x 32 x 3 uint8), ``masks`` (T x 32 x 32 uint8), ``label``,
+    ``meta``: ``trajectories`` (objects x T x 2 top-left (row, col)), ``target``, ``lure`` (the
+    closest-ending distractor), ``start_marker`` / ``end_marker`` (centres), ``shapes``
+    (objects x T x 5 x 5 bool), ``hues`` (objects x T degrees) and ``condition``.
+    """
+
+    modality = "video"
+    name = "featuretracker"
+
+    def __init__(self, seed: int = 0, frames: int = 32, distractors: int = 10, speed: int = 1,
+                 shapes: str = "in", colors: str = "in", length: int = 100_000) -> None:
+        frames = check_int("frames", frames, 2, 1024)
+        distractors = check_int("distractors", distractors, 1, 200) if distractors != 0 else None
+        if distractors is None:
+            raise ValueError("featuretracker needs distractors >= 1: a negative puts the end marker on a distractor")
+        speed = check_int("speed", speed, 1, 16)
+        check_choice("shapes", shapes, SHAPES)
+        check_choice("colors", colors, COLORS)
+        super().__init__(seed=seed, length=length, frames=frames, distractors=distractors, speed=speed,
+                         shapes=shapes, colors=colors)
+        self.frames, self.distractors, self.speed, self.shapes, self.colors = frames, distractors, speed, shapes, colors
+
+    def sample(self, rng: np.random.Generator, label: int, index: int) -> dict[str, Any]:
+        return self.sample_batch([rng], [label])[0]
+
+    def samples(self, indices: list[int]) -> list[dict[str, Any]]:
+        idx = [self._index(i) for i in indices]
+        return self.sample_batch([self.rng(i) for i in idx], [self.label_of(i) for i in idx])
+
+    def sample_batch(self, rngs: list[np.random.Generator], labels: list[int]) -> list[dict[str, Any]]:
+        """Videos for several generators at once (each video's random numbers from its own generator)."""
+        n, n_obj, frames = len(rngs), 1 + self.distractors, self.frames
+        # one stream each for paths, shapes and hues: every condition of a seed and index has the
+        # same trajectories and first shapes, so conditions differ only in what they change
+        streams = [r.spawn(3) for r in rngs]
+        path_rngs, shape_rngs, hue_rngs = zip(*streams)
+        u = np.stack([path_uniforms(r, n_obj, frames, self.speed) for r in path_rngs])
+        paths = paths_from_uniforms(u.reshape(n * n_obj, -1), frames, self.speed, WINDOW).reshape(n, n_obj, frames, 2)
+        gaps = np.linalg.norm((paths[:, 1:, -1] - paths[:, :1, -1]).astype(float), axis=2)
+        for b in np.flatnonzero(~(gaps >= MIN_END_GAP).any(axis=1)):  # every distractor ends on the target: redraw
+            for _ in range(1000):
+                paths[b] = random_paths(path_rngs[b], n_obj, frames, self.speed, WINDOW)
+                gaps[b] = np.linalg.norm((paths[b, 1:, -1] - paths[b, :1, -1]).astype(float), axis=1)
+                if (gaps[b] >= MIN_END_GAP).any():
+                    break
+            else:  # pragma: no cover
+                raise RuntimeError("every distractor ends on the target")
+        lure = 1 + np.argmin(np.where(gaps >= MIN_END_GAP, gaps, np.inf), axis=1)
+        order = np.stack([r.permutation(n_obj) for r in path_rngs])
+        paths = np.take_along_axis(paths, order[:, :, None, None], axis=1)
+        target, lure = np.argmax(order == 0, axis=1), np.argmax(order == lure[:, None], axis=1)
+
+        grids = np.empty((n, n_obj, frames, OBJECT, OBJECT), bool)
+        grids[:, :, 0] = np.stack([random_cores(r, n_obj) for r in shape_rngs])
+        for t in range(1, frames):
+            nxt = step_shapes(grids[:, :, t - 1], self.shapes)
+            empty = ~nxt.any(axis=(2, 3))
+            for b in np.flatnonzero(empty.any(axis=1)):  # an emptied shape is re-randomised
+                nxt[b, empty[b]] = random_cores(shape_rngs[b], int(empty[b].sum()))
+            if not empty.any() and np.array_equal(nxt, grids[:, :, t - 1]):  # all stable: so are later frames
+                grids[:, :, t:] = nxt[:, :, None]
+                break
+            grids[:, :, t] = nxt
+        hues = hue_paths_from_uniforms([hue_uniforms(r, n_obj, frames, self.colors) for r in hue_rngs], frames, self.colors)
+
+        # One fancy write per lit pixel: R, G, B and the object id packed in the four bytes of a
+        # little-endian uint32 canvas, unpacked into the video and the masks at the end.
+        canvas = np.zeros((n, frames, SIZE, SIZE), "<u4")
+        rgb = hue_to_rgb(hues).astype("<u4")  # n x objects x T x 3
+        ids = (3 + np.arange(n_obj, dtype="<u4"))[None, :, None]
+        packed = rgb[..., 0] | rgb[..., 1] << 8 | rgb[..., 2] << 16 | ids << 24  # n x objects x T
+        b = np.arange(n)
+        # flat pixel index of each object's top-left corner per frame, plus each grid cell's offset;
+        # frame-major order (video, frame, object): consecutive writes stay in one frame, in the cache
+        corner = ((b[:, None, None] * frames + np.arange(frames)) * SIZE + paths[..., 0]) * SIZE + paths[..., 1]
+        cell = (np.arange(OBJECT)[:, None] * SIZE + np.arange(OBJECT)).ravel()
+        lit = np.flatnonzero(grids.transpose(0, 2, 1, 3, 4))  # over n x T x objects x 25 cells
+        owner, which = np.divmod(lit, OBJECT * OBJECT)  # (video, frame, object) flat, cell
+        # numpy fancy assignment keeps the last write of a repeated index: later objects on top
+        canvas.reshape(-1)[corner.transpose(0, 2, 1).ravel()[owner] + cell[which]] = \
+            packed.transpose(0, 2, 1).ravel()[owner]
+        centre = paths + OBJECT // 2
+        start = centre[b, target, 0]
+        end = np.where(np.asarray(labels)[:, None] == 1, centre[b, target, -1], centre[b, lure, -1])
+        ring = ring_offsets(OBJECT)
+        for value, c in ((255 | 1 << 24, start), (255 << 16 | 2 << 24, end)):  # red start (id 1), blue end (id 2)
+            pix = c[:, None, :] + ring[None]
+            canvas[b[:, None], :, pix[..., 0], pix[..., 1]] = value
+        planes = canvas.view(np.uint8).reshape(n, frames, SIZE, SIZE, 4)
+        video, masks = np.ascontiguousarray(planes[..., :3]), np.ascontiguousarray(planes[..., 3])
+        condition = f"shapes={self.shapes},colors={self.colors}"
+        return [{"video": video[k], "masks": masks[k], "label": int(labels[k]), "meta": {
+            "trajectories": paths[k], "target": int(target[k]), "lure": int(lure[k]),
+            "start_marker": (int(start[k, 0]), int(start[k, 1])), "end_marker": (int(end[k, 0]), int(end[k, 1])),
+            "shapes": grids[k], "hues": hues[k], "condition": condition}} for k in range(n)]

@@ -1,0 +1,95 @@
+"""`harmonia challenge train / evaluate`: checkpoints, exact resume, the grid, the store, the CLI."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from harmonia.challenges.evaluation import evaluate_grid, grid, heatmap_figure, human_accuracy
+from harmonia.challenges.training import ChallengeTrainConfig, load_model, train_challenge
+from harmonia.cli.main import app
+from harmonia.store import ResultStore
+
+TINY = dict(challenge="pathtracker", model="gru:channels=2", preset="cpu", batch_size=4, n_train=16, val_size=4,
+            eval_every=2, checkpoint_every=1, knobs={"frames": 6, "distractors": 0}, device="cpu")
+
+
+def test_train_writes_checkpoints_and_resumes_exactly(tmp_path):
+    full = train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "full", steps=6, **TINY))
+    assert {p.name for p in (tmp_path / "full").iterdir()} >= {"last.pt", "best.pt", "final.pt", "history.json", "config.json"}
+    assert [h["step"] for h in full.history] == [2, 4, 6]
+    train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "cut", steps=3, **TINY))  # "killed" after 3 steps
+    with pytest.raises(ValueError, match="--resume"):
+        train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "cut", steps=6, **TINY))
+    with pytest.raises(ValueError, match="settings differ"):
+        train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "cut", steps=6, resume=True, **{**TINY, "batch_size": 2}))
+    resumed = train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "cut", steps=6, resume=True, **TINY))
+    a, _ = load_model(tmp_path / "full" / "final.pt")
+    b, record = load_model(tmp_path / "cut" / "final.pt")
+    assert record["knobs"]["frames"] == 6 and record["model"] == "gru:channels=2"
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6), name  # same batches, same RNG: the same model
+    assert resumed.history[-1]["val_accuracy"] == full.history[-1]["val_accuracy"]
+
+
+def test_evaluate_grid_store_cache_and_figure(tmp_path):
+    train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "run", steps=2, **TINY))
+    model = tmp_path / "run" / "final.pt"
+    cells = [{"frames": 6, "distractors": 0, "speed": 1}, {"frames": 8, "distractors": 2, "speed": 1}]
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        rows = evaluate_grid([model], conditions=cells, n=6, store=store)
+        assert [r["cached"] for r in rows] == [False, False] and rows[0]["trained_on"] and not rows[1]["trained_on"]
+        assert all(0 <= r["accuracy"] <= 1 and r["n_samples"] == 6 and r["synthetic"] for r in rows)
+        again = evaluate_grid([model], conditions=cells, n=6, store=store)
+        assert [r["cached"] for r in again] == [True, True]
+        assert [r["accuracy"] for r in again] == [r["accuracy"] for r in rows]
+    assert len(grid("pathtracker")) == 14 and len(grid("featuretracker")) == 12
+    assert human_accuracy("featuretracker", {"shapes": "out", "colors": "irregular"})[:2] == (0.79, 0.92)
+    assert human_accuracy("pathtracker", {"frames": 64}) is None
+    png = heatmap_figure([{**r, "condition": f"frames={32 * (i + 1)},distractors=0,speed=1"} for i, r in enumerate(rows)],
+                         "pathtracker")
+    assert png[:4] == b"\x89PNG"
+
+
+def test_cli_train_and_evaluate(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["challenge", "train", "pathtracker", "--model", "gru:channels=2", "--out", str(out),
+                              "--preset", "cpu", "--batch-size", "4", "--steps", "2", "--eval-every", "2",
+                              "--val-size", "4", "--n-train", "8", "--set", "frames=6", "--set", "distractors=0",
+                              "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "config.json").read_text())["knobs"] == {"frames": 6, "distractors": 0, "speed": 1}
+    res = runner.invoke(app, ["challenge", "evaluate", "pathtracker", "--model", str(out / "final.pt"), "--n", "4",
+                              "--set", "frames=6", "--set", "distractors=0", "--store", str(tmp_path / "s.sqlite"),
+                              "--out", str(tmp_path / "rep"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "frames=6,distractors=0 (train)" in res.output and (tmp_path / "rep" / "grid.csv").is_file()
+    bad = runner.invoke(app, ["challenge", "evaluate", "pathtracker", "--model", str(tmp_path / "none.pt")])
+    assert bad.exit_code == 2 and "no such model file" in " ".join(bad.output.split())
+    bad = runner.invoke(app, ["challenge", "train", "pathtracker", "--model", "nonet", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown video model" in bad.output
+
+
+def test_cv_rnn_trains_with_the_synchrony_loss_on_featuretracker(tmp_path, monkeypatch):
+    import harmonia.challenges.training as training
+
+    calls = []
+    real = training.synchrony_loss
+    monkeypatch.setattr(training, "synchrony_loss", lambda p, m: calls.append(m.shape) or real(p, m))
+    cfg = ChallengeTrainConfig(out_dir=tmp_path / "cv", challenge="featuretracker", model="cv_rnn:channels=2,kernel=3",
+                               preset="cpu", batch_size=2, n_train=4, val_size=2, eval_every=2, steps=2,
+                               knobs={"frames": 3, "distractors": 1}, device="cpu")
+    result = train_challenge(cfg)
+    assert calls == [(2, 3, 32, 32)] * 2  # masks of every training batch went into the loss
+    assert result.history[-1]["loss"] > 0.6  # BCE (about 0.69 at init) plus a synchrony term
+    rows = evaluate_grid([tmp_path / "cv" / "final.pt"], conditions=[{"shapes": "out", "colors": "irregular",
+                                                                      "frames": 3, "distractors": 1}], n=2)
+    assert rows[0]["human_low"] == 0.79 and not rows[0]["trained_on"]
+
+
+def test_time_budget_stops_with_a_validated_checkpoint(tmp_path):
+    result = train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "b", steps=50, budget_minutes=1e-6, **TINY))
+    assert result.steps == 1 and [h["step"] for h in result.history] == [1]
+    assert (tmp_path / "b" / "final.pt").is_file() and (tmp_path / "b" / "last.pt").is_file()
