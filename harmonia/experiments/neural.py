@@ -18,11 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from harmonia.settings import NeuralSettings
-from harmonia.utils.ui import UI
-
-
-def _fmt(x: float | None) -> str:
-    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+from harmonia.utils.ui import UI, fmt_number
 
 
 @dataclass
@@ -108,15 +104,15 @@ def score_neural_models(
         best = res.best.layer
         rows = []
         for layer in res.layers:
-            row = [("* " if layer.layer == best else "  ") + layer.layer, str(layer.n_features), _fmt(layer.score),
-                   _fmt(layer.ceiled)]
-            rows.append(row + ([_fmt(layer.map_spearman), _fmt(layer.map_spearman_down)] if spatial else []))
+            row = [("* " if layer.layer == best else "  ") + layer.layer, str(layer.n_features), fmt_number(layer.score),
+                   fmt_number(layer.ceiled)]
+            rows.append(row + ([fmt_number(layer.map_spearman), fmt_number(layer.map_spearman_down)] if spatial else []))
         ui.table(f"{name} on {rec.name} ({rec.kind}, {len(rec.stimulus_ids)} stimuli, {len(rec.neuroid_ids)} neurons"
                  f"{', cached' if cached[name] else ''})", cols, rows,
                  justify=["left" if c == "layer" else "right" for c in cols])
-        ui.log(f"best layer {best}: r {_fmt(res.best.score)}, ceiled {_fmt(res.best.ceiled)}; "
-               f"ceiling {_fmt(res.ceiling)} ({res.ceiling_kind})"
-               + (f"; split-half reliability {_fmt(res.reliability)}" if math.isfinite(res.reliability) else ""))
+        ui.log(f"best layer {best}: r {fmt_number(res.best.score)}, ceiled {fmt_number(res.best.ceiled)}; "
+               f"ceiling {fmt_number(res.ceiling)} ({res.ceiling_kind})"
+               + (f"; split-half reliability {fmt_number(res.reliability)}" if math.isfinite(res.reliability) else ""))
     if plot is not None:
         plot_layer_profile(results, plot, title=rec.name + (" (SYNTHETIC)" if rec.synthetic else ""))
         ui.log(f"layer profile written to {plot}; results stored in {result_store.path}")
