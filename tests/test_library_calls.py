@@ -181,3 +181,24 @@ def test_run_ceiling_refuses_a_dataset_without_per_subject_maps(tmp_path):
     write_tiny_dataset(empty, n=0)
     with pytest.raises(UserError, match="has no images"):
         open_split(empty)
+
+
+def test_score_neural_models_one_table_per_model_and_one_profile(tmp_path):
+    from harmonia.experiments.neural import score_neural_models
+
+    paths = write_simulated_recordings(tmp_path / "sim")
+    ui = recording_ui()
+    res = score_neural_models(["simulated:0", "simulated:5"], paths["flat"], regression="ridge", alpha="0.01", pool=2,
+                              plot=tmp_path / "p.png", store=tmp_path / "r.sqlite", ui=ui)
+    assert list(res.results) == ["simulated:0", "simulated:5"] and res.cached == {"simulated:0": False, "simulated:5": False}
+    assert res.results["simulated:0"].best.layer == "block2"  # the simulated recording's true layer
+    assert (tmp_path / "p.png").stat().st_size > 1000 and len(ui.shown["table"]) == 2
+    title, header, rows, justify = ui.shown["table"][0]
+    assert "simulated:0 on simulated-flat-block2 (flat" in title and header == ["layer", "features", "r (median)", "ceiled"]
+    assert "* block2" in [r[0] for r in rows] and justify == ["left", "right", "right", "right"]
+    again = score_neural_models(["simulated:0"], paths["flat"], regression="ridge", alpha="0.01", pool=2,
+                                store=tmp_path / "r.sqlite")  # no plot, silent
+    assert again.cached["simulated:0"] and again.plot is None
+    with pytest.raises(ValueError, match="unknown regression"):
+        score_neural_models(["simulated:0"], paths["flat"], regression="lasso", store=tmp_path / "bad.sqlite")
+    assert not (tmp_path / "bad.sqlite").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +10,7 @@ import typer
 from harmonia.cli.common import console, reflow, user_errors
 from harmonia.cli.progress import progress_callback
 from harmonia.settings import CeilingSettings
+from harmonia.utils.ui import fmt_number
 
 CEILING_HELP = """Human ceiling (split-half) and floor (cross-image) of a dataset with per-subject maps.
 
@@ -29,10 +29,6 @@ Examples:
 
   harmonia ceiling --data data/sim --split test --metric dice --repeats 20 --seed 1
 """
-
-
-def _fmt(x: float | None) -> str:
-    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
 @user_errors
@@ -71,7 +67,7 @@ def ceiling_command(
                   f"K={s['repeats']}, blur {s['blur']} {s['blur_size'] or 'auto'}, seed {s['seed']}"
                   + (" (cached)" if run.cached else ""), highlight=False)
     for label, summ in (("ceiling", res.ceiling), ("floor", res.floor)):
-        console.print(f"  {label:8s} {_fmt(summ.mean)} +/- {_fmt(summ.sem)} (sem)   std {_fmt(summ.std)}   "
+        console.print(f"  {label:8s} {fmt_number(summ.mean)} +/- {fmt_number(summ.sem)} (sem)   std {fmt_number(summ.std)}   "
                       f"n={summ.n}  NaN={summ.n_nan}", highlight=False)
     console.print(f"stored as run {run.key[:12]} in {store_path}")
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.progress import progress_callback
 from harmonia.settings import NeuralSettings
 
 NEURAL_HELP = """Score every layer of a model against IT recordings; print the table, save a layer profile.
@@ -36,10 +33,6 @@ Examples:
 
   harmonia neural -m timm:resnet18 --data arcaro/ --preset george-ml --layer layer3 --layer layer4
 """
-
-
-def _fmt(x: float) -> str:
-    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
 def _make_sim(out: Path) -> None:
@@ -78,53 +71,19 @@ def neural_command(
     recompute: bool = typer.Option(False, help="Ignore cached results."),
     make_sim: Optional[Path] = typer.Option(None, "--make-sim", help="Write SYNTHETIC recordings (both formats) to this folder and exit.", show_default="none"),
 ) -> None:
-    from harmonia.models import load
-    from harmonia.neural.options import check_regression, open_recording, sweep_options
-    from harmonia.neural.run import plot_layer_profile, run_neural
-    from harmonia.store import ResultStore
-    from harmonia.utils.device import resolve_device
+    from harmonia.cli.ui import cli_ui
+    from harmonia.experiments.neural import score_neural_models
 
     if make_sim is not None:
         _make_sim(make_sim)
         return
     if data is None or not model:
         raise ValueError("need --model and --data (or --make-sim DIR)")
-    from harmonia.store.sqlite import default_store_path
-    from harmonia.utils.io import claim_output_file
-
-    claim_output_file(plot, inputs=[data, store or default_store_path()], option="--plot")  # before any work
-    dev = resolve_device(device)
-    check_regression(regression)
-    rec = open_recording(data, preset=preset, window=window, stimuli=stimuli, region=region, image_size=image_size)
-    if rec.synthetic:
-        console.print(f"[yellow]Note:[/] {rec.name} is SYNTHETIC ({rec.description or 'simulated data'}).")
-    opts = sweep_options(rec, layers=layer, regression=regression, components=components, alpha=alpha, folds=folds,
-                         projection=projection, pool=pool, reduce=reduce, pca_images=pca_images, batch_size=batch_size,
-                         ceiling=ceiling)
-    result_store = ResultStore(store)
-    results = {}
-    for name in model:
-        m = load(name, pretrained=not random_init, seed=seed).to(dev)
-        with progress_callback(f"{name} features") as update:
-            res, cached = run_neural(m, rec, store=result_store, recompute=recompute, progress=update, **opts)
-        results[name] = res
-        title = f"{name} on {rec.name} ({rec.kind}, {len(rec.stimulus_ids)} stimuli, {len(rec.neuroid_ids)} neurons{', cached' if cached else ''})"
-        table = Table(title=title)
-        cols = ["layer", "features", "r (median)", "ceiled"] + (["maps Spearman", "maps Spearman (down)"] if rec.kind == "spatial" else [])
-        for c in cols:
-            table.add_column(c, justify="left" if c == "layer" else "right")
-        best = res.best.layer
-        for l in res.layers:
-            row = [("* " if l.layer == best else "  ") + l.layer, str(l.n_features), _fmt(l.score), _fmt(l.ceiled)]
-            if rec.kind == "spatial":
-                row += [_fmt(l.map_spearman), _fmt(l.map_spearman_down)]
-            table.add_row(*row)
-        console.print(table)
-        console.print(f"best layer {best}: r {_fmt(res.best.score)}, ceiled {_fmt(res.best.ceiled)}; "
-                      f"ceiling {_fmt(res.ceiling)} ({res.ceiling_kind})"
-                      + (f"; split-half reliability {_fmt(res.reliability)}" if math.isfinite(res.reliability) else ""))
-    plot_layer_profile(results, plot, title=rec.name + (" (SYNTHETIC)" if rec.synthetic else ""))
-    console.print(f"layer profile written to {plot}; results stored in {result_store.path}")
+    score_neural_models(model, data, preset=preset, window=window, stimuli=stimuli, region=region, image_size=image_size,
+                        layers=layer, regression=regression, components=components, alpha=alpha, folds=folds,
+                        projection=projection, pool=pool, reduce=reduce, pca_images=pca_images, ceiling=ceiling,
+                        plot=plot, random_init=random_init, seed=seed, batch_size=batch_size, device=device,
+                        store=store, recompute=recompute, ui=cli_ui())
 
 
 def register(app: typer.Typer) -> None:

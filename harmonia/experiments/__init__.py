@@ -3,6 +3,11 @@
 - :mod:`harmonia.experiments.comparison`: the demo's baseline-vs-harmonized comparison
   (train both with the same seed and budget, then measure both through
   :func:`harmonia.measurements.run`).
+- :mod:`harmonia.experiments.demo`: the whole ``harmonia demo`` job (``run_demo``).
+- One measurement over several models, what the commands call: ``evaluate_models``
+  (:mod:`~harmonia.experiments.evaluation`), ``attack_models`` (:mod:`~harmonia.experiments.adversarial`),
+  ``score_neural_models`` (:mod:`~harmonia.experiments.neural`). Each shows its work through a
+  :class:`harmonia.utils.ui.UI` and returns its runs.
 
 Reports (:mod:`harmonia.report`) render what an experiment returns; they train and
 measure nothing.

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from harmonia.experiments.evaluation import fmt_number
-from harmonia.utils.ui import UI
+from harmonia.utils.ui import UI, fmt_number
 
 
 @dataclass

@@ -11,27 +11,14 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from harmonia.utils.ui import UI
+from harmonia.utils.ui import UI, fmt_number
 
 EVALUATION_COLUMNS = ("model", "explainer", "spearman", "alignment", "dice", "iou", "accuracy", "NaN maps", "cached")
-
-
-def fmt_number(x: object, pct: bool = False) -> str:
-    """A table cell: ``nan`` for a missing or NaN value, else 4 decimals (or a percentage).
-
-    Example:
-        >>> fmt_number(0.123456), fmt_number(0.5, pct=True), fmt_number(None)
-        ('0.1235', '50.0%', 'nan')
-    """
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "nan"
-    return f"{100 * x:.1f}%" if pct else f"{x:.4f}"  # type: ignore[operator]
 
 
 @dataclass

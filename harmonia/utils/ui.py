@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
 
@@ -45,3 +46,15 @@ class UI:
     table: Callable[..., None] = _no_table
     progress: Callable[[str], ContextManager[Callable[[int, int], None]]] = no_progress
     on_step: Optional[Callable[[str, dict[str, Any]], None]] = None
+
+
+def fmt_number(x: object, pct: bool = False) -> str:
+    """A table cell: ``nan`` for a missing or NaN value, else 4 decimals (or a percentage).
+
+    Example:
+        >>> fmt_number(0.123456), fmt_number(0.5, pct=True), fmt_number(None)
+        ('0.1235', '50.0%', 'nan')
+    """
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "nan"
+    return f"{100 * x:.1f}%" if pct else f"{x:.4f}"  # type: ignore[operator]
