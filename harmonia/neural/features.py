@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from harmonia.models.layers import resolve_layer
+
 _SKIP = (nn.Dropout, nn.Flatten, nn.Identity, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
@@ -162,11 +164,8 @@ def extract_features(
     if mode == "grid" and grid is None:
         raise ValueError("grid features need the recording's grid")
     net = getattr(model, "net", model)
-    modules = dict(net.named_modules())
     layers = list(layers) if layers else default_layers(net)
-    missing = [n for n in layers if n not in modules]
-    if missing:
-        raise KeyError(f"no layer {missing[0]!r} in the model; some layers: {default_layers(net)[:8]}")
+    modules = {n: resolve_layer(model, n)[1] for n in layers}  # a wrong name fails with the closest ones
     proj = _Projector(projection, seed) if projection else None
     out: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     skipped: set[str] = set()
