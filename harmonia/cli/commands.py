@@ -12,6 +12,7 @@ from harmonia.cli import (  # noqa: F401  (imported for their registrations)
     demo_cmd,
     evaluate_cmd,
     explain_cmd,
+    featviz_cmd,
     models_cmd,
     neural_cmd,
     results_cmd,

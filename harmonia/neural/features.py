@@ -62,7 +62,7 @@ def default_layers(net: nn.Module) -> list[str]:
     return out
 
 
-def _to_spatial(a: torch.Tensor) -> torch.Tensor | None:
+def to_spatial(a: torch.Tensor) -> torch.Tensor | None:
     """N x C x h x w for conv maps and square token grids (a class token is dropped)."""
     if a.ndim == 4:
         return a
@@ -177,13 +177,13 @@ def extract_features(
                 skipped.add(name)
                 return
             if mode == "grid":
-                s = _to_spatial(a)
+                s = to_spatial(a)
                 if s is None:
                     skipped.add(name)
                     return
                 out[name].append(to_grid(s, grid, max_channels).cpu())  # type: ignore[arg-type]
             else:
-                if pool and (s := _to_spatial(a)) is not None:
+                if pool and (s := to_spatial(a)) is not None:
                     a = F.adaptive_avg_pool2d(s.float(), pool)
                 f = a.reshape(a.shape[0], -1).float()
                 out[name].append((proj(name, f) if proj else f).cpu())
