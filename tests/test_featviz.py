@@ -181,3 +181,52 @@ def test_spectrum_from_an_image_folder(tmp_path):
     assert default[0, 1, 0] > default[0, 8, 0] > default[0, 64, 0] > default[0, 200, 0]
     with pytest.raises(ValueError, match="no images"):
         compute_spectrum([])
+
+
+def test_cli_featviz_writes_outputs_records_the_run_and_caches(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from harmonia.cli.main import app
+    from harmonia.store import ResultStore
+
+    runner = CliRunner()
+    out, store = tmp_path / "viz", tmp_path / "r.sqlite"
+    args = ["featviz", "--model", "small_cnn", "--random-init", "--objective", "class:3", "--objective", "channel:3:1",
+            "--out", str(out), "--steps", "3", "--image-size", "32", "--crops", "1", "--store", str(store), "--report",
+            "--transfer", "small_cnn"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    for name in ("00_class_3.png", "00_class_3_rgba.png", "00_class_3_transparency.npy", "01_channel_3_1.png",
+                 "grid.png", "result.json", "report.html"):
+        assert (out / name).is_file(), name
+    rgba = np.asarray(Image.open(out / "00_class_3_rgba.png"))
+    assert rgba.shape == (32, 32, 4) and rgba[..., 3].max() == 255
+    data = json.loads((out / "result.json").read_text())
+    assert len(data["trace"]) == 3 and data["settings"]["method"] == "maco"
+    assert data["transfer"]["ranks"]["small_cnn"][1] is None  # not a class objective
+    runs = ResultStore(store).runs(kind="featviz")
+    assert len(runs) == 1 and runs[0].status == "complete"
+    rows = ResultStore(store).rows(runs[0].key)
+    assert [r["objective"] for r in rows] == ["class:3", "channel:3:1"]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "cached" in again.output
+
+
+def test_cli_featviz_errors_and_layers(tmp_path):
+    from typer.testing import CliRunner
+
+    from harmonia.cli.main import app
+
+    runner = CliRunner()
+    base = ["featviz", "--model", "small_cnn", "--random-init", "--out", str(tmp_path), "--steps", "1",
+            "--store", str(tmp_path / "r.sqlite")]
+    bad_layer = runner.invoke(app, [*base, "--objective", "channel:features.4:1"])
+    assert bad_layer.exit_code == 2 and "error: no layer named 'features.4'" in bad_layer.output
+    bad_class = runner.invoke(app, [*base, "--objective", "class:espresso"])
+    assert bad_class.exit_code == 2 and "unknown class 'espresso'" in bad_class.output
+    missing = runner.invoke(app, ["featviz", "--model", "small_cnn"])
+    assert missing.exit_code == 2 and "missing --objective, --out" in missing.output
+    layers = runner.invoke(app, ["featviz", "layers", "small_cnn", "--random-init"])
+    assert layers.exit_code == 0 and "Conv2d" in layers.output

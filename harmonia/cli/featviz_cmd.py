@@ -142,6 +142,7 @@ def featviz_command(
         raise ValueError("--method accentuation needs --image PHOTO")
     objs = parse_objectives(objective)  # malformed specs fail before the model loads
     dev = resolve_device(device)
+    torch.manual_seed(seed)  # a --random-init model is then the same model each time (and its run a cache hit)
     m = load(model, pretrained=not random_init).to(dev).eval()
     objs = [o.bind(m) for o in objs]  # unknown layers / classes fail before optimising
     seed_images = None
@@ -229,8 +230,13 @@ def layers_command(
     m = load(model, pretrained=not random_init).eval()
     layers = list(list_layers(m))
     shapes: dict[str, str] = {}
-    handles = [mod.register_forward_hook(lambda _m, _i, o, _n=name: shapes.setdefault(
-        _n, "x".join(map(str, o.shape[1:])) if isinstance(o, torch.Tensor) else type(o).__name__)) for name, mod in layers]
+    def record(name: str):
+        def hook(_m: Any, _i: Any, o: Any) -> None:  # returns None: the output is left alone
+            shapes.setdefault(name, "x".join(map(str, o.shape[1:])) if isinstance(o, torch.Tensor) else type(o).__name__)
+
+        return hook
+
+    handles = [mod.register_forward_hook(record(name)) for name, mod in layers]
     try:
         with torch.no_grad():
             m(torch.zeros(1, 3, *m.input_size))
