@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-import torch.nn as nn
 from PIL import Image
 
 from harmonia.featviz import (

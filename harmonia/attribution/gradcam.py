@@ -35,7 +35,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harmonia.models.layers import LayerNotFoundError, resolve_layer, unwrap
 from harmonia.attribution.base import (
     Explainer,
     check_device,
@@ -44,6 +43,7 @@ from harmonia.attribution.base import (
     empty_maps,
     target_bounds,
 )
+from harmonia.models.layers import LayerNotFoundError, resolve_layer, unwrap
 
 
 @dataclass(frozen=True)
