@@ -229,3 +229,31 @@ def test_cli_featviz_errors_and_layers(tmp_path):
     assert missing.exit_code == 2 and "missing --objective, --out" in missing.output
     layers = runner.invoke(app, ["featviz", "layers", "small_cnn", "--random-init"])
     assert layers.exit_code == 0 and "Conv2d" in layers.output
+
+
+def test_scores():
+    from harmonia.featviz.scores import frechet_distance, plausibility, transferability, transparency_alignment
+
+    g = np.random.default_rng(0)
+    a = g.normal(size=(4000, 3)) * [1.0, 2.0, 0.5]
+    b = g.normal(size=(4000, 3)) * [2.0, 1.0, 0.5] + [1.0, 0.0, 0.0]
+    # diagonal Gaussians: |mu_a - mu_b|^2 + sum (sigma_a - sigma_b)^2 = 1 + 1 + 1 + 0
+    assert abs(frechet_distance(a, b) - 3.0) < 0.15
+    with pytest.raises(ValueError, match="same D"):
+        frechet_distance(a, b[:, :2])
+
+    class Fixed(torch.nn.Module):  # logits = the image's mean per channel
+        def forward(self, x):
+            return x.mean((2, 3))
+
+    imgs = torch.zeros(2, 3, 4, 4)
+    imgs[0, 2], imgs[1, 0] = 1.0, 1.0
+    imgs[1, 1] = 0.5
+    t = transferability(imgs, [2, 1], {"m": Fixed()}, k=1)
+    assert t["ranks"]["m"] == [0, 1] and t["topk"]["m"] == 0.5 and t["in_all"] == [True, False]
+    p = plausibility(torch.tensor([[1.0, 1.0]]), {0: torch.tensor([[1.0, 0.0], [0.0, 1.0]])}, [0])
+    assert abs(p[0] - 1.0) < 1e-9
+    m = torch.rand(1, 16, 16)
+    small = torch.nn.functional.avg_pool2d(m[None], 2)[0]
+    assert transparency_alignment(m, small).item() == pytest.approx(1.0)
+    assert transparency_alignment(m, -small).item() == pytest.approx(-1.0)
