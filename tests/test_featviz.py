@@ -257,3 +257,23 @@ def test_scores():
     small = torch.nn.functional.avg_pool2d(m[None], 2)[0]
     assert transparency_alignment(m, small).item() == pytest.approx(1.0)
     assert transparency_alignment(m, -small).item() == pytest.approx(-1.0)
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_model, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    full = maco(tiny_model, ["class:0", "class:1"], steps=6, seed=2, **FAST)
+
+    def stop_at_4(done, total):
+        if done == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        maco(tiny_model, ["class:0", "class:1"], steps=6, seed=2, checkpoint=ckpt, checkpoint_every=2,
+             progress=stop_at_4, **FAST)
+    assert ckpt.is_file()
+    seen = []
+    resumed = maco(tiny_model, ["class:0", "class:1"], steps=6, seed=2, checkpoint=ckpt, checkpoint_every=2,
+                   progress=lambda d, n: seen.append(d), **FAST)
+    assert seen[0] == 4 and not ckpt.is_file()
+    assert torch.equal(resumed.images, full.images) and torch.equal(resumed.trace, full.trace)
+    torch.testing.assert_close(resumed.transparency, full.transparency)

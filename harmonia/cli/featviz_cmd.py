@@ -15,7 +15,7 @@ from harmonia.cli.progress import progress_callback
 
 FEATVIZ_HELP = """Feature visualizations: what a class, a channel, a neuron, a layer or a direction of a network responds to.
 
-Optimises one image per --objective, all of them together in one batch, with MACO (only the phase of the image's spectrum is optimised; its magnitude stays that of natural photos, the spectrum shipped with harmonia or --spectrum FILE), the Lucid-style Fourier baseline (--method fourier), or feature accentuation of a photo (--method accentuation --image PHOTO). Writes to --out, per objective: NN_NAME.png (the visualization), NN_NAME_rgba.png (its transparency, where the objective is driven, as alpha), NN_NAME_transparency.npy; and grid.png, result.json (settings, per-step objective values), with --report report.html. The run is recorded in the results store (`harmonia results list`); the same run again is a cache hit.
+Optimises one image per --objective, all of them together in one batch, with MACO (only the phase of the image's spectrum is optimised; its magnitude stays that of natural photos, the spectrum shipped with harmonia or --spectrum FILE), the Lucid-style Fourier baseline (--method fourier), or feature accentuation of a photo (--method accentuation --image PHOTO). Writes to --out, per objective: NN_NAME.png (the visualization), NN_NAME_rgba.png (its transparency, where the objective is driven, as alpha), NN_NAME_transparency.npy; and grid.png, result.json (settings, per-step objective values), with --report report.html. The run is recorded in the results store (`harmonia results list`); the same run again is a cache hit, and an interrupted one resumes from its last checkpoint (every 25 steps, in --out).
 
 Objectives (layer names are the model's own module names: `harmonia featviz layers MODEL`): class:967 or class:espresso; channel:LAYER:C; neuron:LAYER:C[,y=Y,x=X]; layer:LAYER; direction:LAYER,file=V.npy; combined with ' + ', ' - ' and 'W*' (spaces around + and -).
 
@@ -161,10 +161,12 @@ def featviz_command(
         console.print(f"cached: this run is already in {result_store.path} and {out} (--recompute to run again)")
         _print_rows(result_store.rows(key))
         return
+    out.mkdir(parents=True, exist_ok=True)
     with progress_callback(f"{method}: {len(objs)} objective(s) x {steps} steps") as update:
         result = visualize(m, objs, method=method, steps=steps, image_size=image_size, crops=crops, crop_scale=scale,
                            seed=seed, lr=lr, spectrum=str(spectrum) if spectrum else None, seed_images=seed_images,
-                           closeness=closeness, progress=update)
+                           closeness=closeness, progress=update,
+                           checkpoint=out / f".featviz-{key[:16]}.ckpt")  # an interrupted run resumes from it
     ranks = None
     if transfer:
         targets = _class_targets(objs, m)

@@ -20,9 +20,11 @@ Example:
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -33,6 +35,7 @@ from harmonia.featviz.objectives import LOGITS, Objective, objective_layers, par
 from harmonia.featviz.params import AccentuationImage, FourierImage, MacoImage
 from harmonia.featviz.spectrum import load_spectrum
 from harmonia.models.layers import resolve_layer, unwrap
+from harmonia.utils.io import atomic_write
 
 METHODS = ("maco", "fourier", "accentuation")
 
@@ -124,8 +127,16 @@ def visualize(
     closeness: float = 1.0,
     input_size: Sequence[int] | int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 25,
 ) -> FeatvizResult:
-    """Optimise one image per objective, all K in one batch. See :func:`maco` for the settings."""
+    """Optimise one image per objective, all K in one batch. See :func:`maco` for the settings.
+
+    With ``checkpoint`` (a file), the state (parameters, optimiser, augmentation streams,
+    transparency, trace) is saved atomically every ``checkpoint_every`` steps; a run with the
+    same settings resumes from it and ends exactly as an uninterrupted one would. The file is
+    removed when the run completes.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
     if steps < 1:
@@ -169,6 +180,35 @@ def visualize(
     trace = torch.zeros(steps, k)
     transparency = torch.zeros(k, *size, device=device)
 
+    settings = {
+        "method": method, "steps": steps, "image_size": list(size), "input_size": list(in_size),
+        "optimizer": opt_name, "lr": lr, "seeds": seeds, "augmentation": aug.to_json(),
+        "spectrum": (spectrum if isinstance(spectrum, str) else ("tensor" if spectrum is not None else "default"))
+        if method == "maco" else None,
+        "decay": decay if method == "fourier" else None,
+        "closeness": closeness if method == "accentuation" else None,
+    }
+    first = 0
+    ckpt_id = repr((settings, [o.spec() for o in objs]))
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        if state.get("id") == ckpt_id:  # a checkpoint of another run is ignored (and replaced)
+            with torch.no_grad():
+                for q, v in zip(param.parameters(), state["params"]):
+                    q.copy_(v)
+            opt.load_state_dict(state["optimizer"])
+            for g, st in zip(gens, state["generators"]):
+                g.set_state(st)
+            transparency.copy_(state["transparency"])
+            trace.copy_(state["trace"])
+            first = int(state["step"])
+
+    def save_checkpoint(step: int) -> None:
+        state = {"id": ckpt_id, "step": step, "params": [q.detach() for q in param.parameters()],
+                 "optimizer": opt.state_dict(), "generators": [g.get_state() for g in gens],
+                 "transparency": transparency, "trace": trace}
+        atomic_write(checkpoint, lambda tmp: torch.save(state, tmp))  # type: ignore[arg-type]
+
     restore = [(m, m.training) for m in model.modules()]
     grad_flags = [(q, q.requires_grad) for q in model.parameters()]
     model.eval()
@@ -177,7 +217,9 @@ def visualize(
     start = time.perf_counter()
     try:
         with _recording(model, layers) as acts:
-            for step in range(steps):
+            if progress and first:
+                progress(first, steps)
+            for step in range(first, steps):
                 images = param.images()
                 batch = aug(images, in_size, gens, step, steps)
                 logits = forward(batch)
@@ -198,6 +240,8 @@ def visualize(
                 opt.zero_grad(set_to_none=True)
                 transparency += g_obj.detach().abs().mean(1)
                 trace[step] = values.detach().cpu()
+                if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+                    save_checkpoint(step + 1)
                 if progress:
                     progress(step + 1, steps)
             with torch.no_grad():
@@ -208,14 +252,8 @@ def visualize(
         for q, flag in grad_flags:
             q.requires_grad_(flag)
     seconds = time.perf_counter() - start
-    settings = {
-        "method": method, "steps": steps, "image_size": list(size), "input_size": list(in_size),
-        "optimizer": opt_name, "lr": lr, "seeds": seeds, "augmentation": aug.to_json(),
-        "spectrum": (spectrum if isinstance(spectrum, str) else ("tensor" if spectrum is not None else "default"))
-        if method == "maco" else None,
-        "decay": decay if method == "fourier" else None,
-        "closeness": closeness if method == "accentuation" else None,
-    }
+    if checkpoint is not None and Path(checkpoint).is_file():
+        Path(checkpoint).unlink()
     return FeatvizResult(final, transparency.cpu(), trace, [o.name or o.spec() for o in objs], settings, seconds)
 
 
