@@ -277,3 +277,11 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_model, tmp_path):
     assert seen[0] == 4 and not ckpt.is_file()
     assert torch.equal(resumed.images, full.images) and torch.equal(resumed.trace, full.trace)
     torch.testing.assert_close(resumed.transparency, full.transparency)
+
+
+def test_chunked_forward_passes_give_the_same_run(tiny_model):
+    specs = ["class:0", "class:1", "class:2"]
+    one = maco(tiny_model, specs, steps=4, seed=1, **FAST)
+    chunked = maco(tiny_model, specs, steps=4, seed=1, max_batch=2, **FAST)  # one image per forward
+    torch.testing.assert_close(chunked.images, one.images, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(chunked.trace, one.trace, atol=1e-5, rtol=1e-4)

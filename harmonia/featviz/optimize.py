@@ -129,13 +129,15 @@ def visualize(
     progress: Callable[[int, int], None] | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 25,
+    max_batch: int | None = None,
 ) -> FeatvizResult:
     """Optimise one image per objective, all K in one batch. See :func:`maco` for the settings.
 
     With ``checkpoint`` (a file), the state (parameters, optimiser, augmentation streams,
     transparency, trace) is saved atomically every ``checkpoint_every`` steps; a run with the
     same settings resumes from it and ends exactly as an uninterrupted one would. The file is
-    removed when the run completes.
+    removed when the run completes. ``max_batch`` bounds the crops per forward pass (default
+    32 on the CPU, all on a GPU); results do not depend on it.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
@@ -175,6 +177,9 @@ def visualize(
     lr = default_lr if lr is None else float(lr)
     opt = _optimizer(opt_name, param.parameters(), lr)
     gens = [torch.Generator().manual_seed(10_007 * s + 1) for s in seeds]  # augmentation streams
+    if max_batch is None:  # the CPU gains nothing from huge batches, and they cost memory
+        max_batch = 10_000 if device.type == "cuda" else 32
+    per_chunk = max(1, int(max_batch) // crops)
     layers = objective_layers(objs)
     forward = _forward(model)
     trace = torch.zeros(steps, k)
@@ -221,13 +226,21 @@ def visualize(
                 progress(first, steps)
             for step in range(first, steps):
                 images = param.images()
-                batch = aug(images, in_size, gens, step, steps)
-                logits = forward(batch)
-                acts[LOGITS] = logits
-                values = torch.stack([
-                    objs[i]({name: a[i * crops:(i + 1) * crops] for name, a in acts.items()}).mean() for i in range(k)
-                ])
-                (g_obj,) = torch.autograd.grad(values.sum(), images)
+                # The model runs on chunks of images (at most max_batch crops per forward): the
+                # same result as one batch, since image k's loss involves only its own crops,
+                # with memory bounded whatever K.
+                leaf = images.detach().requires_grad_(True)
+                values = torch.zeros(k, device=device)
+                for lo in range(0, k, per_chunk):
+                    hi = min(k, lo + per_chunk)
+                    acts.clear()
+                    acts[LOGITS] = forward(aug(leaf[lo:hi], in_size, gens[lo:hi], step, steps))
+                    v = torch.stack([objs[i]({name: a[(i - lo) * crops:(i - lo + 1) * crops] for name, a in acts.items()}).mean()
+                                     for i in range(lo, hi)])
+                    v.sum().backward()
+                    values[lo:hi] = v.detach()
+                acts.clear()
+                g_obj = leaf.grad
                 g_img = -g_obj  # we minimise -objective
                 pen = param.penalty(images)
                 if pen is not None:
@@ -239,7 +252,7 @@ def visualize(
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 transparency += g_obj.detach().abs().mean(1)
-                trace[step] = values.detach().cpu()
+                trace[step] = values.cpu()
                 if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                     save_checkpoint(step + 1)
                 if progress:
