@@ -137,7 +137,7 @@ def visualize(
     transparency, trace) is saved atomically every ``checkpoint_every`` steps; a run with the
     same settings resumes from it and ends exactly as an uninterrupted one would. The file is
     removed when the run completes. ``max_batch`` bounds the crops per forward pass (default
-    32 on the CPU, all on a GPU); results do not depend on it.
+    8 on the CPU, all on a GPU); results do not depend on it.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
@@ -178,7 +178,7 @@ def visualize(
     opt = _optimizer(opt_name, param.parameters(), lr)
     gens = [torch.Generator().manual_seed(10_007 * s + 1) for s in seeds]  # augmentation streams
     if max_batch is None:  # the CPU gains nothing from huge batches, and they cost memory
-        max_batch = 10_000 if device.type == "cuda" else 32
+        max_batch = 10_000 if device.type == "cuda" else 8
     per_chunk = max(1, int(max_batch) // crops)
     layers = objective_layers(objs)
     forward = _forward(model)
