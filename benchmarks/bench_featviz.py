@@ -184,7 +184,7 @@ def part_transfer(lites, args) -> dict:
             t = time.perf_counter()
             r = visualize(lites[0], [f"class:{c}" for c in targets], method=method, steps=args.transfer_steps,
                           image_size=args.size, crops=args.crops, seed=0,
-                          progress=lambda d, n: print(f"  {method} step {d}/{n}", flush=True) if d % 16 == 0 else None)
+                          progress=lambda d, n, _m=method: print(f"  {_m} step {d}/{n}", flush=True) if d % 16 == 0 else None)
             seconds = time.perf_counter() - t
             images = r.images
             np.save(cache, images.numpy())
