@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 demo: install  ## set up, then run the main job
 	$(BIN)/harmonia demo
 
-test: install  ## set up, then run the test suite
+test: install  ## set up, then run the linter and the test suite (tests and docstring examples)
+	$(BIN)/ruff check harmonia tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: install  ## benchmarks (print ratios measured in one run)

@@ -76,7 +76,7 @@ def small_cnn(n_images: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 8 * 8, 64), nn.ReLU(), nn.Linear(64, 4))
     model = HarmoniaModel(net, "small_cnn", Preprocessing(input_size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3))
     opt = torch.optim.Adam(model.parameters(), 2e-3)
-    for epoch in range(6):
+    for _ in range(6):
         perm = torch.randperm(len(xs))
         for i in range(0, len(xs), 64):
             b = perm[i:i + 64]

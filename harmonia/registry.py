@@ -1,8 +1,8 @@
 """One registry type and one ``"name:key=value,key=value"`` spec grammar for every pluggable kind.
 
-A kind (challenges today; models, explainers, attacks, objectives, measurements next) keeps one
-:class:`Registry`; an implementation registers itself with a decorator in its own module, so
-adding one is adding one file.
+A kind (challenges, built-in models and model sources, explainers, attacks; objectives and
+measurements next) keeps one :class:`Registry`; an implementation registers itself with a
+decorator (in its own module, so adding one is adding one file, or where the built-in ones are).
 
 Example:
     >>> things = Registry("thing")
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -86,6 +86,19 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         raise ValueError("empty spec; expected 'name' or 'name:key=value,...'")
     name, _, rest = spec.strip().partition(":")
     return name.strip(), parse_settings(rest, spec)
+
+
+def format_spec(name: str, settings: dict[str, Any] | None = None) -> str:
+    """The inverse of :func:`parse_spec`: ``"name"`` or ``"name:key=value,..."``.
+
+    Example:
+        >>> format_spec("smoothgrad", {"n_samples": 16, "noise": 0.15})
+        'smoothgrad:n_samples=16,noise=0.15'
+        >>> parse_spec(format_spec("saliency", {"reducer": "max_abs"}))
+        ('saliency', {'reducer': 'max_abs'})
+    """
+    items = ",".join(f"{k}={'none' if v is None else v}" for k, v in (settings or {}).items())
+    return f"{name}:{items}" if items else name
 
 
 def parse_spec_args(spec: str) -> tuple[str, list[Any], dict[str, Any]]:
@@ -177,9 +190,8 @@ class Registry(Generic[T]):
         key = self.resolve(name)
         known = self.settings(key)
         unknown = sorted(set(kwargs) - set(known))
-        if unknown:
-            raise ValueError(f"{self.kind} {key} has no setting {', '.join(map(repr, unknown))}; "
-                             f"its settings: {', '.join(known) or 'none'}")
+        if unknown and not self.takes_any(key):
+            raise UnknownSettingError(self.kind, key, unknown, known)
         return self._entries[key](**kwargs)
 
     def from_spec(self, spec: str, **defaults: Any) -> T:
@@ -202,3 +214,32 @@ class Registry(Generic[T]):
         except ValueError:
             return False
         return True
+
+    def takes_any(self, name: str) -> bool:
+        """True when ``name``'s factory takes ``**kwargs`` (it checks its own settings then)."""
+        factory = self.get(name)
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, name: str) -> Callable[..., T]:
+        return self.get(name)
+
+
+class UnknownSettingError(ValueError):
+    """A setting the factory does not take; ``unknown`` and ``known`` name them.
+
+    Example:
+        >>> str(UnknownSettingError("attack", "fmn", ["stpes"], ["steps"]))
+        "attack fmn has no setting 'stpes'; its settings: steps"
+    """
+
+    def __init__(self, kind: str, name: str, unknown: list[str], known: list[str]) -> None:
+        self.kind, self.name, self.unknown, self.known = kind, name, list(unknown), list(known)
+        super().__init__(f"{kind} {name} has no setting {', '.join(map(repr, self.unknown))}; "
+                         f"its settings: {', '.join(self.known) or 'none'}")

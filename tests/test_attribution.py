@@ -491,3 +491,18 @@ def test_bad_inputs_fail_clearly(explainer):
     with pytest.raises(ValueError, match="integer"):
         explainer(model, x, torch.tensor([0.0, 1.0]))
     assert explainer(model, x[:0], torch.zeros(0, dtype=torch.long)).shape == (0, 16, 16)
+
+
+def test_smoothgrad_noise_is_per_image_so_batch_composition_does_not_matter():
+    model = smooth_model()
+    x, t = images(4, 16), torch.tensor([0, 2, 1, 1])
+    sg = SmoothGrad(n_samples=3, noise=0.2, seed=5)
+    ids = ["a", "b", "c", "d"]
+    whole = sg(model, x, t, ids=ids)
+    for part in ([0], [2, 3], [3, 1]):  # other batches, other orders: the same map per image
+        torch.testing.assert_close(sg(model, x[part], t[part], ids=[ids[i] for i in part]), whole[part])
+    assert not torch.allclose(sg(model, x, t, ids=["e", "b", "c", "d"])[0], whole[0], rtol=1e-3)  # the id seeds it
+    by_pixels = sg(model, x, t)  # without ids, each image's pixels seed its noise
+    torch.testing.assert_close(sg(model, x[[2, 0]], t[[2, 0]]), by_pixels[[2, 0]])
+    assert SmoothGrad(internal_batch_size=1).key_config() == SmoothGrad().key_config()
+    assert "internal_batch_size" in SmoothGrad().config()

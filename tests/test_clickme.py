@@ -30,7 +30,7 @@ from harmonia.data.clickme_preprocess import (
     release_gaussian_kernel,
     tf_resize_bilinear,
 )
-from harmonia.data.convert import convert, encode_harmonization_record, encode_raw_record
+from harmonia.data.convert import convert
 from harmonia.data.example import ExampleDecodeError, decode_example, encode_example
 from harmonia.data.format import DatasetWriter, HarmoniaDataset
 from harmonia.data.tfrecord import (

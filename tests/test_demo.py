@@ -9,10 +9,11 @@ import torch
 from typer.testing import CliRunner
 
 from harmonia.cli.main import app
-from harmonia.report import compare
-from harmonia.report.compare import Comparison, ComparisonSettings, ModelRun
+from harmonia.experiments import comparison as compare
+from harmonia.experiments.comparison import Comparison, ComparisonSettings, ModelRun
 from harmonia.report.figures import curves_figure, maps_figure, metrics_figure
 from harmonia.report.html import fmt, mean_sd, render_demo_report
+from harmonia.report.sections import DemoReport, Figures, Outcome, Rerun, Training
 
 runner = CliRunner()
 
@@ -90,22 +91,56 @@ def test_verdict_counts_seeds_and_keeps_nan():
     assert v["test/alignment"]["n_seeds"] == 1  # the NaN seed is left out, not counted as 0
 
 
-def test_report_says_synthetic_and_shows_mean_and_per_seed_values():
-    runs = [_run("baseline", 0, 0.1, 0.3), _run("harmonized", 0, 0.4, 0.6),
-            _run("baseline", 1, 0.2, 0.3), _run("harmonized", 1, 0.5, 0.7)]
+def _page(runs):
     cmp = Comparison(ComparisonSettings(seeds=(0, 1)), Path("."), {"test": {"value": 0.65, "source": "x"}}, runs)
     png = metrics_figure(cmp.values(), compare.METRICS)
     summary = cmp.summary_json()
-    page = render_demo_report({
-        "settings": summary["settings"], "values": cmp.values(), "metric_labels": compare.METRICS,
-        "verdict": cmp.verdict(), "ceilings": cmp.ceilings, "runs": summary["runs"], "timings": {"total": 1.0},
-        "figures": {"maps": png, "curves": png, "metrics": png}, "examples_split": "test_shortcut_broken",
-        "examples_seed": 0, "command": "harmonia demo --seeds 2", "paths": {"report": "r.html"},
-    })
+    report = DemoReport(Outcome(summary["settings"], cmp.values(), compare.METRICS, cmp.verdict(), cmp.ceilings),
+                        Training(summary["runs"], {"total": 1.0}), Figures(png, png, png),
+                        Rerun("harmonia demo --seeds 2", {"report": "r.html"}, {}))
+    return render_demo_report(report)
+
+
+BETTER = "The harmonized model is more aligned and more accurate without the shortcut in every seed."
+NOT_BETTER = "The harmonized model does <b>not</b> beat the baseline"
+
+
+def test_report_says_synthetic_and_shows_mean_and_per_seed_values():
+    page = _page([_run("baseline", 0, 0.1, 0.3), _run("harmonized", 0, 0.4, 0.6),
+                  _run("baseline", 1, 0.2, 0.3), _run("harmonized", 1, 0.5, 0.7)])
     assert "simulated (SYNTHETIC)" in page
     assert mean_sd([0.4, 0.5]) in page and "0.450 ± 0.071 (n=2)" in page
     assert "harmonia demo --seeds 2" in page
-    assert "every seed" in page  # harmonized better on all three in both seeds
+    # harmonized better on all three in both seeds: the positive verdict, and only it
+    assert BETTER in page and NOT_BETTER not in page
+
+
+def test_report_verdict_is_negative_when_one_seed_is_worse():
+    # seed 1: harmonized less accurate with the shortcut broken (0.1 < 0.2)
+    page = _page([_run("baseline", 0, 0.1, 0.3), _run("harmonized", 0, 0.4, 0.6),
+                  _run("baseline", 1, 0.2, 0.3), _run("harmonized", 1, 0.1, 0.7)])
+    assert NOT_BETTER in page and BETTER not in page
+    assert "harmonized higher in 1 of 2 seed(s)" in page
+
+
+def test_report_accepts_the_flat_context_as_before():
+    runs = [_run("baseline", 0, 0.1, 0.3), _run("harmonized", 0, 0.4, 0.6)]
+    cmp = Comparison(ComparisonSettings(), Path("."), {"test": {"value": 0.65, "source": "x"}}, runs)
+    png = metrics_figure(cmp.values(), compare.METRICS)
+    summary = cmp.summary_json()
+    ctx = {"settings": summary["settings"], "values": cmp.values(), "metric_labels": compare.METRICS,
+           "verdict": cmp.verdict(), "ceilings": cmp.ceilings, "runs": summary["runs"], "timings": {"total": 1.0},
+           "figures": {"maps": png, "curves": png, "metrics": png}, "command": "harmonia demo", "paths": {}}
+    assert render_demo_report(ctx) == render_demo_report(DemoReport.from_context(ctx))
+
+
+def test_report_package_trains_and_measures_nothing():
+    # the experiment lives in harmonia.experiments; report/ only renders
+    import harmonia.report
+
+    src = "".join(p.read_text() for p in Path(harmonia.report.__file__).parent.glob("*.py"))
+    for name in ("train(", "run_comparison", "evaluate(", "adversarial_alignment(", "measurements import run"):
+        assert name not in src, name
 
 
 def test_figures_are_png():
@@ -122,16 +157,14 @@ def test_fmt_never_turns_nan_into_zero():
 
 
 def test_demo_simulation_options_reach_the_data_and_the_rerun_command(tmp_path):
-    from harmonia.cli.demo_cmd import _rerun_command, _simulated_data
+    from harmonia.experiments.demo import rerun_command, simulated_data
     from harmonia.data import read_info
-    from harmonia.report.compare import ComparisonSettings
-
     settings = ComparisonSettings.quick(n_train=16, n_test=8, n_subjects=2, shortcut_rate=0.7, part_radius=(7.0, 9.0))
-    root = _simulated_data(tmp_path / "sim", settings)
+    root = simulated_data(tmp_path / "sim", settings)
     sim = read_info(root).extra["simulation"]
     assert sim["shortcut_rate"] == 0.7 and tuple(sim["part_radius"]) == (7.0, 9.0)
     assert "test_no_cue" in read_info(root).splits
-    assert _simulated_data(tmp_path / "sim", settings) == root  # same settings: reused
-    cmd = _rerun_command(False, 1, tmp_path, {"shortcut-rate": 0.7, "part-radius": (7.0, 9.0), "lambda": None,
+    assert simulated_data(tmp_path / "sim", settings) == root  # same settings: reused
+    cmd = rerun_command(False, 1, tmp_path, {"shortcut-rate": 0.7, "part-radius": (7.0, 9.0), "lambda": None,
                                               "skip-photos": True, "device": None})
     assert cmd.endswith("--shortcut-rate 0.7 --part-radius 7.0 9.0 --skip-photos")

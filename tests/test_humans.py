@@ -157,7 +157,7 @@ def test_process_clicks_matches_naive_loop_with_resize_and_crop():
     rng = np.random.default_rng(0)
     sizes = {f"im{i}.jpg": (int(rng.integers(20, 40)), int(rng.integers(20, 40))) for i in range(12)}
     rows = []
-    for t in range(400):
+    for _ in range(400):
         name = f"im{rng.integers(0, 13)}.jpg"  # im12 has no size: dropped
         n = int(rng.integers(0, 12))
         rows.append((name, f"u{rng.integers(0, 60)}", rng.integers(-3, 42, n).tolist(), rng.integers(-3, 42, n).tolist(),
@@ -296,7 +296,7 @@ def test_ceiling_store_cache_resume_and_ceiling_for(tmp_path):
     key = first.key
     store._conn.execute("UPDATE runs SET status='partial' WHERE key=?", (key,))
     gone = sorted(first.result.per_image)[:1]
-    store._conn.execute("DELETE FROM rows WHERE run_key=? AND image_id=?", (key, gone[0]))
+    store._conn.execute("DELETE FROM rows WHERE run_key=? AND item_id=?", (key, gone[0]))
     resumed = run_ceiling(ds, store, repeats=3, chunk_size=3)
     assert not resumed.cached and resumed.result.per_image == first.result.per_image
     # Evaluation's hook: the stored value for datasets with subjects, None without.

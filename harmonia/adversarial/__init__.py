@@ -10,13 +10,15 @@ Example:
 from harmonia.adversarial.alignment import (
     LEAST_LIKELY,
     SKIPPED,
+    AdversarialAlignment,
     AdversarialResult,
     adversarial_alignment,
     aggregate_attack_rows,
     alignment_scores,
+    parse_target,
     resolve_targets,
 )
-from harmonia.adversarial.figure import save_attack_figure
+from harmonia.adversarial.figure import FooledFigures, save_attack_figure
 from harmonia.adversarial.grouping import ANIMATE_INANIMATE, GROUPINGS, GroupedLogits, resolve_grouping
 from harmonia.adversarial.maps import PERTURBATION_REDUCERS, perturbation_map
 
@@ -25,12 +27,15 @@ __all__ = [
     "GROUPINGS",
     "LEAST_LIKELY",
     "SKIPPED",
+    "AdversarialAlignment",
     "AdversarialResult",
+    "FooledFigures",
     "GroupedLogits",
     "PERTURBATION_REDUCERS",
     "adversarial_alignment",
     "aggregate_attack_rows",
     "alignment_scores",
+    "parse_target",
     "perturbation_map",
     "resolve_grouping",
     "resolve_targets",

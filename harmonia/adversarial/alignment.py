@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence, Union
+import warnings
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -26,9 +26,12 @@ from harmonia import __version__
 from harmonia.adversarial.grouping import GroupedLogits, resolve_grouping
 from harmonia.adversarial.maps import perturbation_map
 from harmonia.attacks import FMN, FOOLED, MISCLASSIFIED, NOT_FOOLED, Attack, AttackResult
-from harmonia.evaluation import Ceiling
+from harmonia.errors import HarmoniaWarning, UserError
+from harmonia.evaluation import Ceiling, check_classes
+from harmonia.evaluation.evaluate import dataset_meta, model_meta
+from harmonia.measurements import Batch, Measurement, Result, dataset_ids, progress_events, run
 from harmonia.metrics import MapScorer, summarize
-from harmonia.store import ResultStore, cache_key, dataset_fingerprint
+from harmonia.store import ResultStore, dataset_fingerprint, model_key
 from harmonia.utils.device import resolve_device
 
 
@@ -58,6 +61,55 @@ def resolve_targets(target: Target, ids: Sequence[str], clean_logits: torch.Tens
             raise ValueError(f"no target class for image {missing[0]!r} ({len(missing)} images without one)")
         return torch.tensor([int(target[i]) for i in ids], dtype=torch.long)
     return torch.full((len(ids),), int(target), dtype=torch.long)
+
+
+def check_target(target: Target | None, num_classes: int | None) -> None:
+    """Raise :class:`~harmonia.errors.UserError` for a target class the model does not have.
+
+    Example:
+        >>> check_target(99, 8)
+        Traceback (most recent call last):
+        ...
+        harmonia.errors.UserError: --target 99 is not a class of this model (it has 8: 0..7)
+    """
+    if target is None or isinstance(target, str) or not num_classes:
+        return
+    values = {int(target)} if not isinstance(target, Mapping) else {int(v) for v in target.values()}
+    bad = sorted(v for v in values if not 0 <= v < num_classes)
+    if bad:
+        where = f"--target {bad[0]}" if not isinstance(target, Mapping) else f"target class {bad[0]} (of {len(bad)} bad ones)"
+        raise UserError(f"{where} is not a class of this model (it has {num_classes}: 0..{num_classes - 1})")
+
+
+def parse_target(text: str | None, dataset: Any = None) -> Target | None:
+    """The ``--target`` text: None, a class index, ``"least_likely"`` or {image id: class} from a
+    column of ``dataset``'s index.csv (``"column:NAME"``).
+
+    Example:
+        >>> parse_target("3"), parse_target("least-likely"), parse_target(None)
+        (3, 'least_likely', None)
+    """
+    if text is None:
+        return None
+    t = text.strip()
+    if t.lstrip("-").isdigit():
+        if int(t) < 0:
+            raise ValueError(f"--target {t}: a class index is >= 0")
+        return int(t)
+    if t.replace("-", "_").lower() == LEAST_LIKELY:
+        return LEAST_LIKELY
+    if t.startswith("column:"):
+        from harmonia.data.format import read_index_column
+
+        if dataset is None:
+            raise ValueError(f"--target {t}: a column target needs the dataset")
+        out = {}
+        for image_id, value in read_index_column(dataset.split_dir, t[len("column:"):]).items():
+            if not value.strip().isdigit():
+                raise ValueError(f"--target {t}: image {image_id!r} has target {value!r}, not a class index")
+            out[image_id] = int(value)
+        return out
+    raise ValueError(f"--target {t!r}: expected a class index, 'least-likely' or 'column:NAME'")
 
 
 def _target_setting(target: Target | None) -> Any:
@@ -131,13 +183,127 @@ def aggregate_attack_rows(rows: list[dict[str, Any]], ceiling: Ceiling | None) -
     return agg
 
 
-@dataclass
-class AdversarialResult:
-    key: str
-    cached: bool
-    rows: list[dict[str, Any]]
-    aggregates: dict[str, Any]
-    meta: dict[str, Any] = field(default_factory=dict)
+AdversarialResult = Result  # the adversarial alignment's result is the runner's
+
+
+class AdversarialAlignment(Measurement):
+    """Perturbation tolerance and adversarial alignment (see :func:`adversarial_alignment`).
+
+    Example:
+        >>> m = AdversarialAlignment(reducer="abs_max")
+        >>> m.kind, m.settings()["attack"]["name"], m.settings()["reducer"]
+        ('adversarial', 'fmn', 'abs_max')
+    """
+
+    kind = "adversarial"
+    version = "1"
+
+    def __init__(self, attack: Attack | None = None, *, reducer: str = "abs_mean", ceiling: Ceiling | float | None = None,
+                 target: Target | None = None, grouping: str | Sequence[Sequence[int]] | None = None,
+                 limit: int | None = None, device: str | torch.device | None = None,
+                 on_batch: Callable[[dict[str, Any], AttackResult, list[dict[str, Any]]], None] | None = None) -> None:
+        self.attack = attack or FMN()
+        perturbation_map(torch.zeros(1, 3, 1, 1), reducer)  # validate before any work
+        if target is not None and grouping is not None:
+            raise ValueError("a grouped decision has two outcomes: an untargeted attack already aims at the other group")
+        if isinstance(target, str):
+            resolve_targets(target, [], torch.zeros(0, 2))  # validate the name
+        self.reducer, self.target, self.grouping, self.limit = reducer, target, grouping, limit
+        self.groups = resolve_grouping(grouping) if grouping is not None else None
+        self.ceiling = Ceiling(float(ceiling), "user") if isinstance(ceiling, (int, float)) else ceiling
+        self.device, self.on_batch = resolve_device(device), on_batch
+
+    def check(self, model: Any, data: Any) -> None:
+        # Before the run is started in the store, so a bad option leaves nothing behind.
+        check_target(self.target, getattr(model, "num_classes", None))
+        mismatch = check_classes(model, data, labels_as_targets=False) if self.groups is None else None
+        if mismatch:
+            warnings.warn(mismatch, HarmoniaWarning, stacklevel=4)  # at the caller of adversarial_alignment()
+
+    def settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {"attack": self.attack.config(), "reducer": self.reducer, "limit": self.limit}
+        if self.target is not None:  # only when set, as before
+            settings["target"] = _target_setting(self.target)
+        if self.groups is not None:
+            settings["grouping"] = self.grouping if isinstance(self.grouping, str) else self.groups
+        return settings
+
+    def data_key(self, data: Any, store: ResultStore | None) -> Any:
+        return dataset_fingerprint(data, digest=store.file_digest) if store is not None else None
+
+    def items(self, data: Any) -> list[str]:
+        return dataset_ids(data, self.limit)
+
+    def meta(self, model: Any, data: Any) -> dict[str, Any]:
+        g = self.grouping
+        return {
+            **model_meta(model, model_key(model)), **dataset_meta(data),
+            "attack": self.attack.config(), "reducer": self.reducer, "norm_space": "[0, 1] pixels",
+            "harmonia_version": __version__, "target": _target_setting(self.target),
+            "grouping": g if isinstance(g, str) or g is None else self.groups,
+        }
+
+    def prepare(self, model: Any, data: Any, data_key: Any) -> Callable:
+        model = model.to(self.device).eval()
+        return GroupedLogits(model, self.groups) if self.groups is not None else model
+
+    def batches(self, data: Any, ids: list[str], index: list[int], batch_size: int | None) -> Iterator[Batch]:
+        start = 0
+        for batch in DataLoader(Subset(data, index), batch_size=batch_size or len(index) or 1):
+            n = len(batch["id"])
+            yield Batch([str(i) for i in batch["id"]], index[start:start + n], batch)
+            start += n
+
+    def compute(self, attacked_model: Callable, batch: Batch) -> list[dict[str, Any]]:
+        dev, b, ids, target, groups = self.device, batch.data, batch.ids, self.target, self.groups
+        images = b["image"].to(dev)
+        human = b["map"].to(dev)
+        labels = torch.as_tensor(b["label"], device=dev)
+        att_labels = attacked_model.group_of(labels) if groups is not None else labels
+        targets, extra_fwd = None, 0
+        if target is not None:
+            clean = None
+            if isinstance(target, str):
+                with torch.no_grad():
+                    clean = attacked_model(images)
+                extra_fwd = 1  # the forward that chose the target, charged to each image
+            targets = resolve_targets(target, ids, clean).to(dev)
+        sel = torch.arange(len(ids), device=dev) if targets is None else (targets != att_labels).nonzero().squeeze(1)
+        res = self.attack(attacked_model, images[sel], att_labels[sel], None if targets is None else targets[sel])
+        rho = alignment_scores(images[sel], res, human[sel], self.reducer)
+        attacked_rows = dict(zip(sel.tolist(), zip(res.rows(), rho.tolist())))
+        rows = []
+        for j, image_id in enumerate(ids):
+            row: dict[str, Any] = {"image_id": image_id, "label": int(labels[j])}
+            if groups is not None:
+                row["group"] = int(att_labels[j])
+            if targets is not None:
+                row["target"] = int(targets[j])
+            if j in attacked_rows:
+                r, rh = attacked_rows[j]
+                row.update(r, spearman=float(rh))
+                row["forwards"] += extra_fwd
+            else:
+                row.update(status=SKIPPED, l2=math.nan, linf=math.nan, forwards=extra_fwd, backwards=0,
+                           spearman=math.nan)
+            if "budget" in row:  # the store keeps flat rows; the budget is a property of the run
+                row["budget"] = str(row["budget"])
+            rows.append(row)
+        if self.on_batch is not None:
+            idx = sel.tolist()
+            sub = {k: v[sel.to(v.device)] if isinstance(v, torch.Tensor) else [v[i] for i in idx] for k, v in b.items()}
+            self.on_batch(sub, res, [rows[i] for i in idx])
+        return rows
+
+    def aggregate(self, rows: list[dict[str, Any]], data: Any) -> dict[str, Any]:
+        return aggregate_attack_rows(rows, self.ceiling)
+
+    def headline(self, agg: dict[str, Any]) -> dict[str, Any]:
+        out = {k: agg.get(k, math.nan) for k in ("n_images", "accuracy", "success_rate", "l2_median", "linf_median")}
+        out["spearman_mean"] = agg["spearman"]["mean"]
+        if "alignment" in agg:
+            out["alignment"] = agg["alignment"]
+        return out
 
 
 def adversarial_alignment(
@@ -156,12 +322,13 @@ def adversarial_alignment(
     on_batch: Callable[[dict[str, Any], AttackResult, list[dict[str, Any]]], None] | None = None,
     target: Target | None = None,
     grouping: str | Sequence[Sequence[int]] | None = None,
-) -> AdversarialResult:
-    """Tolerance and adversarial alignment of ``model`` on ``dataset`` (labels = true classes).
+) -> Result:
+    """Tolerance and adversarial alignment of ``model`` on ``dataset`` (labels = true classes):
+    :class:`AdversarialAlignment` through :func:`harmonia.measurements.run`.
 
     Args:
-        model: a :class:`~harmonia.models.HarmoniaModel` (or any module on [0, 1] images
-            with ``fingerprint()`` when a store is used).
+        model: a :class:`~harmonia.models.HarmoniaModel` (or any module on [0, 1] images;
+            keyed by its ``fingerprint()`` or its weights, :func:`harmonia.store.model_key`).
         dataset: dicts with ``image``, ``map``, ``label``, ``id`` (e.g. HarmoniaDataset).
         attack: a minimal-norm attack; defaults to ``FMN()`` (as the 2025 protocol).
         reducer: perturbation map reducer, ``"abs_mean"`` (2023) or ``"abs_max"`` (2025).
@@ -181,116 +348,7 @@ def adversarial_alignment(
         >>> res = adversarial_alignment(load("efficientnet_lite0"), HarmoniaDataset("sim", "test"))  # doctest: +SKIP
         >>> res.aggregates["l2_median"], res.aggregates["spearman"]["mean"]  # doctest: +SKIP
     """
-    attack = attack or FMN()
-    perturbation_map(torch.zeros(1, 3, 1, 1), reducer)  # validate before any work
-    if target is not None and grouping is not None:
-        raise ValueError("a grouped decision has two outcomes: an untargeted attack already aims at the other group")
-    if isinstance(target, str):
-        resolve_targets(target, [], torch.zeros(0, 2))  # validate the name
-    groups = resolve_grouping(grouping) if grouping is not None else None
-    if isinstance(ceiling, (int, float)):
-        ceiling = Ceiling(float(ceiling), "user")
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-    n_total = len(dataset) if limit is None else min(limit, len(dataset))
-    fp = model.fingerprint() if hasattr(model, "fingerprint") else None
-    settings = {
-        "kind": "adversarial",
-        "model": fp,
-        "dataset": dataset_fingerprint(dataset, digest=store.file_digest) if store else None,
-        "attack": attack.config(),
-        "reducer": reducer,
-        "limit": limit,
-    }
-    # only when set: the keys of untargeted, ungrouped runs stay as they were
-    if target is not None:
-        settings["target"] = _target_setting(target)
-    if groups is not None:
-        settings["grouping"] = grouping if isinstance(grouping, str) else groups
-    key = cache_key(settings)
-    meta = {
-        "model": getattr(model, "name", type(model).__name__),
-        "model_fingerprint": fp,
-        "dataset": str(getattr(dataset, "root", type(dataset).__name__)),
-        "split": getattr(dataset, "split", None),
-        "synthetic": bool(getattr(getattr(dataset, "info", None), "synthetic", False)),
-        "attack": attack.config(),
-        "reducer": reducer,
-        "norm_space": "[0, 1] pixels",
-        "harmonia_version": __version__,
-        "target": _target_setting(target),
-        "grouping": grouping if isinstance(grouping, str) or grouping is None else groups,
-    }
-    attacked_model: Callable = GroupedLogits(model, groups) if groups is not None else model
-    if store is not None:
-        run = store.get_run(key)
-        if run is not None and recompute:
-            store.delete_run(key)
-            run = None
-        if run is not None and run.status == "complete":
-            rows = store.rows(key)
-            agg = aggregate_attack_rows(rows, ceiling)
-            store.finish_run(key, agg)
-            return AdversarialResult(key, True, rows, agg, run.meta)
-        store.start_run(key, kind="adversarial", meta=meta)
-        done = store.done_ids(key)
-    else:
-        done = set()
-    ids = list(dataset.ids)[:n_total] if hasattr(dataset, "ids") else [str(dataset[i]["id"]) for i in range(n_total)]
-    todo = [i for i in range(n_total) if ids[i] not in done]
-    rows: list[dict[str, Any]] = []
-    finished = n_total - len(todo)
-    if progress:
-        progress(finished, n_total)
-    for batch in DataLoader(Subset(dataset, todo), batch_size=batch_size):
-        images = batch["image"].to(dev)
-        human = batch["map"].to(dev)
-        labels = torch.as_tensor(batch["label"], device=dev)
-        ids = [str(i) for i in batch["id"]]
-        att_labels = attacked_model.group_of(labels) if groups is not None else labels
-        targets, extra_fwd = None, 0
-        if target is not None:
-            clean = None
-            if isinstance(target, str):
-                with torch.no_grad():
-                    clean = attacked_model(images)
-                extra_fwd = 1  # the forward that chose the target, charged to each image
-            targets = resolve_targets(target, ids, clean).to(dev)
-        sel = torch.arange(len(ids), device=dev) if targets is None else (targets != att_labels).nonzero().squeeze(1)
-        res = attack(attacked_model, images[sel], att_labels[sel], None if targets is None else targets[sel])
-        rho = alignment_scores(images[sel], res, human[sel], reducer)
-        attacked_rows = dict(zip(sel.tolist(), zip(res.rows(), rho.tolist())))
-        batch_rows = []
-        for j, image_id in enumerate(ids):
-            row: dict[str, Any] = {"image_id": image_id, "label": int(labels[j])}
-            if groups is not None:
-                row["group"] = int(att_labels[j])
-            if targets is not None:
-                row["target"] = int(targets[j])
-            if j in attacked_rows:
-                r, rh = attacked_rows[j]
-                row.update(r, spearman=float(rh))
-                row["forwards"] += extra_fwd
-            else:
-                row.update(status=SKIPPED, l2=math.nan, linf=math.nan, forwards=extra_fwd, backwards=0,
-                           spearman=math.nan)
-            if "budget" in row:  # the store keeps flat rows; the budget is a property of the run
-                row["budget"] = str(row["budget"])
-            batch_rows.append(row)
-        if store is not None:
-            store.add_rows(key, batch_rows)
-        if on_batch is not None:
-            idx = sel.tolist()
-            sub = {k: v[sel.to(v.device)] if isinstance(v, torch.Tensor) else [v[i] for i in idx]
-                   for k, v in batch.items()}
-            on_batch(sub, res, [batch_rows[i] for i in idx])
-        rows.extend(batch_rows)
-        finished += len(batch_rows)
-        if progress:
-            progress(finished, n_total)
-    if store is not None:
-        rows = store.rows(key)
-    agg = aggregate_attack_rows(rows, ceiling)
-    if store is not None:
-        store.finish_run(key, agg)
-    return AdversarialResult(key, False, rows, agg, meta)
+    measurement = AdversarialAlignment(attack, reducer=reducer, ceiling=ceiling, target=target, grouping=grouping,
+                                       limit=limit, device=device, on_batch=on_batch)
+    return run(measurement, model, dataset, store=store, recompute=recompute, on_event=progress_events(progress),
+               batch_size=batch_size)

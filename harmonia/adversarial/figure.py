@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -48,3 +49,50 @@ def save_attack_figure(path: str | os.PathLike, image: torch.Tensor, human_map: 
     fig.tight_layout(rect=(0, 0.03 + 0.045 * len(lines), 1, 1))
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
+
+
+class FooledFigures:
+    """One folder of figures of the fooled images of adversarial-alignment runs (several models).
+
+    :meth:`check` refuses, before any work, a folder where a figure ``LABEL-ID.png`` would
+    replace an input or a file harmonia did not write; :meth:`writer` is the ``on_batch``
+    callback of one model's :func:`~harmonia.adversarial.adversarial_alignment` run.
+
+    Example:
+        >>> import tempfile
+        >>> figs = FooledFigures(tempfile.mkdtemp())
+        >>> figs.check(["resnet18"], ["img0", "img1"])
+        >>> callable(figs.writer("resnet18", "timm:resnet18", "abs_mean"))
+        True
+    """
+
+    def __init__(self, folder: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), option: str = "--figures") -> None:
+        from harmonia.utils.io import OutputFolder
+
+        self.path = Path(folder)
+        self.folder = OutputFolder(self.path, inputs=inputs, option=option)
+
+    def check(self, labels: Iterable[str], ids: Iterable[str]) -> None:
+        """Check every figure the runs of ``labels`` (one per model) on images ``ids`` may write."""
+        ids = list(ids)
+        self.folder.check([f"{label}-{i}.png" for label in labels for i in ids])
+
+    def writer(self, label: str, title: str, reducer: str) -> Callable[[dict[str, Any], Any, list[dict[str, Any]]], None]:
+        """``on_batch(batch, attack_result, rows)``: ``LABEL-ID.png`` (image, human map, perturbation map
+        by ``reducer``, adversarial image) for each fooled image; ``title`` names the model."""
+        from harmonia.adversarial.maps import perturbation_map
+
+        self.path.mkdir(parents=True, exist_ok=True)
+
+        def on_batch(batch: dict[str, Any], res: Any, rows: list[dict[str, Any]]) -> None:
+            for j, row in enumerate(rows):
+                if row["status"] != "fooled":
+                    continue
+                pmap = perturbation_map((res.adv[j:j + 1] - batch["image"][j:j + 1].to(res.adv.device)), reducer)[0]
+                stem = f"{label}-{row['image_id']}"
+                self.folder.claim([f"{stem}.png"])
+                save_attack_figure(self.path / f"{stem}.png", batch["image"][j], batch["map"][j], pmap,
+                                   res.adv[j], title=f"{title} / {row['image_id']}",
+                                   lines=[f"L2 {row['l2']:.4f}  Linf {row['linf']:.4f}  spearman {row['spearman']:.3f}"])
+
+        return on_batch

@@ -33,7 +33,7 @@ from harmonia.attacks.base import (
 from harmonia.attacks.ddn import DDN
 from harmonia.attacks.fmn import FMN, FMNLinf
 from harmonia.attacks.pgd import PGDBisection2023, PGDSphereL2, pgd_sphere
-from harmonia.attacks.registry import ATTACKS, create_attack
+from harmonia.attacks.registry import ATTACKS, NORM_ATTACKS, attack_for_norm, create_attack, minimal_norm_attack
 
 __all__ = [
     "ATTACKS",
@@ -46,12 +46,15 @@ __all__ = [
     "FixedBudgetAttack",
     "MISCLASSIFIED",
     "MinimalNormAttack",
+    "NORM_ATTACKS",
     "NOT_FOOLED",
     "PGDBisection2023",
     "PGDSphereL2",
     "PassCounter",
+    "attack_for_norm",
     "create_attack",
     "is_adversarial",
     "margin",
+    "minimal_norm_attack",
     "pgd_sphere",
 ]

@@ -85,7 +85,7 @@ class DDN(MinimalNormAttack):
             ya = labels[active]
             ta = targets[active] if targets is not None else None
 
-            def loss_fn(z: torch.Tensor) -> torch.Tensor:
+            def loss_fn(z: torch.Tensor, ya=ya, ta=ta) -> torch.Tensor:
                 # Keep the margin of this forward for the adversarial test (no extra pass).
                 adv_margin.append(margin(z.detach(), ya, ta))
                 if ta is None:

@@ -156,7 +156,7 @@ class FMN(MinimalNormAttack):
 
             found_a = best.found[active]
 
-            def loss_fn(z: torch.Tensor, ya=ya, ta=ta, found_a=found_a) -> torch.Tensor:
+            def loss_fn(z: torch.Tensor, ya=ya, ta=ta, found_a=found_a, margins=margins) -> torch.Tensor:
                 margins.append(margin(z.detach(), ya, ta))  # the adversarial test, from this same forward
                 if self.loss == "margin":
                     return margin(z, ya, ta)

@@ -11,7 +11,7 @@ results-store cache key).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -35,8 +35,12 @@ class Explainer(ABC):
     def __call__(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Return maps N x H x W (float32, detached) for ``images`` N x 3 x H x W in [0, 1]."""
 
+    uses_ids: bool = False  # True: __call__ takes ``ids=`` (one per image, e.g. to seed its noise)
+    runtime_options: tuple[str, ...] = ()  # config entries that never change a map (left out of keys)
+
     def explain(
-        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int | None = None
+        self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int | None = None,
+        ids: Sequence[Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Maps and, when the method's own forward pass gives them for free, the logits.
 
@@ -54,15 +58,52 @@ class Explainer(ABC):
             >>> maps.shape, logits.shape
             (torch.Size([2, 8, 8]), torch.Size([2, 4]))
         """
+        kw = {"ids": ids} if self.uses_ids and ids is not None else {}
         if targets is None:
             with torch.no_grad():
                 logits = model(images)
-            return self(model, images, logits.argmax(1)), logits
-        return self(model, images, targets), None
+            return self(model, images, logits.argmax(1), **kw), logits
+        return self(model, images, targets, **kw), None
 
     def config(self) -> dict[str, Any]:
-        """Settings that determine the output (JSON-able); part of the cache key."""
+        """The explainer's settings (JSON-able), as shown in run metadata."""
         return {"name": self.name}
+
+    def key_config(self) -> dict[str, Any]:
+        """The settings that change a map: :meth:`config` without ``runtime_options``; part of
+        cache keys, so e.g. a smaller internal batch reuses stored results.
+
+        Example:
+            >>> from harmonia.attribution import SmoothGrad
+            >>> SmoothGrad(internal_batch_size=8).key_config() == SmoothGrad(internal_batch_size=64).key_config()
+            True
+        """
+        return {k: v for k, v in self.config().items() if k not in self.runtime_options}
+
+    @property
+    def signed(self) -> bool:
+        """Whether the maps have a sign (a signed channel reducer): figures centre them at 0.
+
+        Example:
+            >>> from harmonia.attribution import InputXGradient, Saliency
+            >>> InputXGradient().signed, Saliency().signed
+            (True, False)
+        """
+        from harmonia.attribution.reducers import SIGNED_REDUCERS
+
+        return getattr(self, "reducer", None) in SIGNED_REDUCERS
+
+    @property
+    def short_name(self) -> str:
+        """The method's name and channel reducer, for titles (``repr`` lists every setting).
+
+        Example:
+            >>> from harmonia.attribution import IntegratedGradients
+            >>> IntegratedGradients().short_name
+            'integrated_gradients (mean)'
+        """
+        reducer = getattr(self, "reducer", None)
+        return f"{self.name} ({reducer})" if reducer else self.name
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")

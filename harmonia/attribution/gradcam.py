@@ -293,6 +293,10 @@ class GradCAM(Explainer):
         #: qualified name of the layer used by the last call
         self.last_layer: str | None = None
 
+    @property
+    def signed(self) -> bool:
+        return not self.relu
+
     def config(self) -> dict[str, Any]:
         layer = self.layer
         if isinstance(layer, nn.Module):  # not JSON-able; its class is the best stable description

@@ -62,6 +62,7 @@ class IntegratedGradients(Explainer):
     """
 
     name = "integrated_gradients"
+    runtime_options = ("internal_batch_size",)  # changes the grouping of path points only
 
     def __init__(
         self,

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 
 REDUCERS: tuple[str, ...] = ("mean", "max_abs", "abs_mean", "sum", "sum_abs", "l2")
+#: reducers whose maps have a sign (evidence for and against the class): drawn centred at 0
+SIGNED_REDUCERS: tuple[str, ...] = ("mean", "sum")
 
 
 def check_reducer(reducer: str) -> str:

@@ -1,8 +1,14 @@
-"""Explainers by name, and the ``name:key=value,...`` spec strings the CLI takes."""
+"""Explainers by name, and the ``name:key=value,...`` spec strings the CLI takes.
+
+The built-in explainers are registered here, in one place, on :data:`EXPLAINERS` (a
+:class:`harmonia.registry.Registry`); another module adds one with the decorator::
+
+    @EXPLAINERS.register("my_explainer", aliases=("mine",))
+    class MyExplainer(Explainer): ...
+"""
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from harmonia.attribution.base import Explainer
@@ -10,22 +16,14 @@ from harmonia.attribution.gradcam import GradCAM
 from harmonia.attribution.gradients import InputXGradient, Saliency
 from harmonia.attribution.integrated_gradients import IntegratedGradients
 from harmonia.attribution.smoothgrad import SmoothGrad
+from harmonia.registry import Registry
 
-EXPLAINERS: dict[str, type[Explainer]] = {
-    "saliency": Saliency,
-    "input_x_gradient": InputXGradient,
-    "smoothgrad": SmoothGrad,
-    "integrated_gradients": IntegratedGradients,
-    "gradcam": GradCAM,
-}
-ALIASES: dict[str, str] = {
-    "gradient": "saliency",
-    "gradient_input": "input_x_gradient",
-    "inputxgradient": "input_x_gradient",
-    "smooth_grad": "smoothgrad",
-    "ig": "integrated_gradients",
-    "grad_cam": "gradcam",
-}
+EXPLAINERS: Registry[Explainer] = Registry("explainer")
+EXPLAINERS.register("saliency", aliases=("gradient",))(Saliency)
+EXPLAINERS.register("input_x_gradient", aliases=("gradient_input", "inputxgradient"))(InputXGradient)
+EXPLAINERS.register("smoothgrad", aliases=("smooth_grad",))(SmoothGrad)
+EXPLAINERS.register("integrated_gradients", aliases=("ig",))(IntegratedGradients)
+EXPLAINERS.register("gradcam", aliases=("grad_cam",))(GradCAM)
 
 
 def list_explainers() -> list[str]:
@@ -35,7 +33,7 @@ def list_explainers() -> list[str]:
         >>> list_explainers()
         ['saliency', 'input_x_gradient', 'smoothgrad', 'integrated_gradients', 'gradcam']
     """
-    return list(EXPLAINERS)
+    return EXPLAINERS.names()
 
 
 def create_explainer(name: str, **kwargs: Any) -> Explainer:
@@ -47,39 +45,11 @@ def create_explainer(name: str, **kwargs: Any) -> Explainer:
         >>> create_explainer("saliency", reducer="abs_mean")
         Saliency(reducer='abs_mean')
     """
-    key = str(name).strip().lower().replace("-", "_")
-    key = ALIASES.get(key, key)
-    if key not in EXPLAINERS:
-        raise ValueError(f"unknown explainer {name!r}; available: {', '.join(EXPLAINERS)}")
-    cls = EXPLAINERS[key]
-    params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        raise ValueError(f"{key} has no setting {', '.join(map(repr, unknown))}; its settings: {', '.join(params)}")
-    return cls(**kwargs)
-
-
-def _parse_value(text: str) -> Any:
-    """'3' -> 3, '0.1' -> 0.1, 'true' -> True, 'none' -> None, anything else stays a string."""
-    low = text.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null"):
-        return None
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]  # quoted: force a string ("'1'")
-    return text
+    return EXPLAINERS.create(name, **kwargs)
 
 
 def parse_explainer_spec(spec: str) -> Explainer:
-    """An explainer from ``"name"`` or ``"name:key=value,key=value"``.
+    """An explainer from ``"name"`` or ``"name:key=value,key=value"`` (:func:`harmonia.registry.parse_spec`).
 
     Values are read as int, float, bool (true/false), None (none) or else string.
 
@@ -89,14 +59,4 @@ def parse_explainer_spec(spec: str) -> Explainer:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"empty explainer spec; available: {', '.join(EXPLAINERS)}")
-    name, _, rest = spec.strip().partition(":")
-    kwargs: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise ValueError(f"bad explainer setting {item!r} in {spec!r}; expected key=value")
-        if key in kwargs:
-            raise ValueError(f"setting {key!r} given twice in {spec!r}")
-        kwargs[key] = _parse_value(value.strip())
-    return create_explainer(name.strip(), **kwargs)
+    return EXPLAINERS.from_spec(spec)

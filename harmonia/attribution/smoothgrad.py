@@ -8,13 +8,17 @@ than N inputs, and (3) materialises a full-size tensor of standard deviations pe
 Here all N x n_samples (image, sample) pairs are laid out sample-major and cut into passes
 of at most ``internal_batch_size`` inputs; each pass's gradients are added into one
 N x 3 x H x W sum, so memory depends on the internal batch size, never on ``n_samples``.
-The noise of sample ``s`` is drawn for the whole batch from a generator with its own seed,
-so the result does not depend on the internal batch size either.
+Each image's noise comes from its own generator, seeded from the explainer's seed and the
+image's id (``ids=``, as the evaluation passes them) or, without ids, a digest of its
+pixels: an image's map does not depend on the internal batch size, on the other images
+of its batch or on where a resumed run restarted (so ``internal_batch_size`` is not part
+of the cache key, :meth:`SmoothGrad.key_config`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -58,6 +62,8 @@ class SmoothGrad(Explainer):
     """
 
     name = "smoothgrad"
+    uses_ids = True  # the noise is seeded per image id (see the module docstring)
+    runtime_options = ("internal_batch_size",)
 
     def __init__(
         self,
@@ -90,20 +96,29 @@ class SmoothGrad(Explainer):
             "seed": self.seed,
         }
 
-    def _sample_seeds(self) -> list[int] | None:
+    def _image_generators(self, images: torch.Tensor, ids: Sequence[Any] | None) -> list[torch.Generator] | None:
         if self.seed is None:
             return None
-        # one independent seed per sample index, derived from the explainer's seed
-        g = torch.Generator().manual_seed(self.seed)
-        return torch.randint(0, 2**62, (self.n_samples,), generator=g).tolist()
+        if ids is None:  # no ids: the pixels identify the image
+            flat = images.detach().to("cpu", torch.float32).contiguous().reshape(images.shape[0], -1)
+            ids = [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).hexdigest() for row in flat]
+        elif len(ids) != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} images but {len(ids)} ids")
+        gens = []
+        for i in ids:
+            h = hashlib.blake2b(f"{self.seed}\0{i}".encode(), digest_size=8).digest()
+            gens.append(torch.Generator(device=images.device).manual_seed(int.from_bytes(h, "little") >> 1))
+        return gens
 
-    def _noise(self, s: int, like: torch.Tensor, seeds: list[int] | None) -> torch.Tensor:
-        if seeds is None:
+    def _noise(self, like: torch.Tensor, gens: list[torch.Generator] | None) -> torch.Tensor:
+        """The next sample's noise for every image (each image's generator advances by one draw)."""
+        if gens is None:
             return torch.randn(like.shape, device=like.device, dtype=like.dtype)
-        g = torch.Generator(device=like.device).manual_seed(seeds[s])
-        return torch.randn(like.shape, device=like.device, dtype=like.dtype, generator=g)
+        return torch.stack([torch.randn(like.shape[1:], device=like.device, dtype=like.dtype, generator=g) for g in gens])
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int) -> torch.Tensor:
+    def __call__(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor | int,
+                 ids: Sequence[Any] | None = None) -> torch.Tensor:
+        """Maps N x H x W; ``ids`` (one per image) seed each image's noise (see the module docstring)."""
         targets = check_inputs(images, targets)
         check_device(model, images)
         n = images.shape[0]
@@ -112,7 +127,7 @@ class SmoothGrad(Explainer):
         max_target = target_bounds(targets)[1]
         x0 = images.detach()
         total = torch.zeros(x0.shape, dtype=torch.float32, device=x0.device)
-        seeds = self._sample_seeds()
+        gens = self._image_generators(x0, ids) if self.noise > 0 else None
         cached: tuple[int, torch.Tensor] | None = None  # the current sample's noise for all N images
         pairs, step = n * self.n_samples, self.internal_batch_size
         with torch.enable_grad():
@@ -124,7 +139,7 @@ class SmoothGrad(Explainer):
                     parts = []
                     for s in range(start // n, (stop - 1) // n + 1):
                         if cached is None or cached[0] != s:
-                            cached = (s, self._noise(s, x0, seeds))
+                            cached = (s, self._noise(x0, gens))  # samples are visited in order
                         parts.append(cached[1][max(start - s * n, 0) : min(stop - s * n, n)])
                     x = x + self.noise * torch.cat(parts)
                 x.requires_grad_(True)

@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 
 ATTACK_HELP = """Minimal adversarial perturbations and how well they line up with human maps.
@@ -48,94 +47,52 @@ Examples:
   harmonia attack -m M -d D --target column:goal
 """
 
-NORM_ATTACKS = {"l2": {"fmn", "ddn", "pgd_bisection_2023"}, "linf": {"fmn_linf"}}
-
-
-def _attack_for_norm(spec: str, norm: Optional[str]) -> str:
-    """The attack spec for ``--norm``: fmn becomes fmn_linf for linf; other mismatches are errors."""
-    name, sep, opts = spec.partition(":")
-    name = name.strip().replace("-", "_")
-    if norm is None:
-        return spec
-    norm = norm.lower()
-    if norm not in NORM_ATTACKS:
-        raise ValueError(f"unknown norm {norm!r}; valid: l2, linf")
-    if norm == "linf" and name == "fmn":
-        name = "fmn_linf"
-    elif norm == "l2" and name == "fmn_linf":
-        name = "fmn"
-    if name not in NORM_ATTACKS[norm]:
-        raise ValueError(f"attack {name!r} does not minimise the {norm} norm; {norm} attacks: "
-                         f"{', '.join(sorted(NORM_ATTACKS[norm]))}")
-    return name + sep + opts
-
-
-def _parse_target(text: Optional[str], dataset) -> object:
-    """--target: None, a class index, 'least_likely' or {image id: class} from an index.csv column."""
-    if text is None:
-        return None
-    t = text.strip()
-    if t.lstrip("-").isdigit():
-        if int(t) < 0:
-            raise ValueError(f"--target {t}: a class index is >= 0")
-        return int(t)
-    if t.replace("-", "_").lower() == "least_likely":
-        return "least_likely"
-    if t.startswith("column:"):
-        from harmonia.data.format import read_index_column
-
-        out = {}
-        for image_id, value in read_index_column(dataset.split_dir, t[len("column:"):]).items():
-            if not value.strip().isdigit():
-                raise ValueError(f"--target {t}: image {image_id!r} has target {value!r}, not a class index")
-            out[image_id] = int(value)
-        return out
-    raise ValueError(f"--target {t!r}: expected a class index, 'least-likely' or 'column:NAME'")
-
-
 def _fmt(x: object, pct: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "nan"
     return f"{100 * x:.1f}%" if pct else f"{x:.4f}"
 
 
-@app.command("attack", help=reflow(ATTACK_HELP))
 @user_errors
 def attack_command(
     model: list[str] = typer.Option(..., "--model", "-m", help="Model name or checkpoint path. Repeat for several."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset directory in harmonia's format."),
-    split: Optional[str] = typer.Option(None, help="Dataset split (default: the only one, else 'test', else 'val')."),
+    split: Optional[str] = typer.Option(None, help="Dataset split.", show_default="the only one, else 'test', else 'val'"),
     attack: str = typer.Option("fmn", "--attack", "-a", help="Attack spec: fmn (default, as the 2025 protocol), ddn, pgd_bisection_2023, optionally with options, e.g. 'fmn:steps=1000'."),
-    norm: Optional[str] = typer.Option(None, help="Norm to minimise: l2 (fmn, ddn, pgd_bisection_2023) or linf (fmn -> fmn_linf). Default: the attack's."),
-    target: Optional[str] = typer.Option(None, help="Targeted attack: a class index, 'least-likely' or 'column:NAME' (a column of the split's index.csv). Default: untargeted."),
-    grouping: Optional[str] = typer.Option(None, help="Attack a grouped decision: 'animate-inanimate' (2025: ImageNet classes 0-397 vs 398-999)."),
+    norm: Optional[str] = typer.Option(None, help="Norm to minimise: l2 (fmn, ddn, pgd_bisection_2023) or linf (fmn -> fmn_linf).", show_default="the attack's"),
+    target: Optional[str] = typer.Option(None, help="Targeted attack: a class index, 'least-likely' or 'column:NAME' (a column of the split's index.csv).", show_default="untargeted"),
+    grouping: Optional[str] = typer.Option(None, help="Attack a grouped decision: 'animate-inanimate' (2025: ImageNet classes 0-397 vs 398-999).", show_default="none (the model's own classes)"),
     reducer: str = typer.Option("abs_mean", help="Perturbation map: abs_mean (|mean| over channels, 2023) or abs_max (|max|, 2025)."),
-    size: Optional[int] = typer.Option(None, help="Resize images and maps to SIZE x SIZE (the 2023 protocol: 224)."),
+    size: Optional[int] = typer.Option(None, help="Resize images and maps to SIZE x SIZE (the 2023 protocol: 224).", show_default="native size"),
     ceiling: str = typer.Option("auto", help="Ceiling to normalise alignment: a number, 'auto' or 'none'."),
-    arch: Optional[str] = typer.Option(None, help="Architecture of a plain state-dict checkpoint."),
+    arch: Optional[str] = typer.Option(None, help="Architecture of a plain state-dict checkpoint.", show_default="none"),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow checkpoints holding pickled objects (trusted files only)."),
     random_init: bool = typer.Option(False, "--random-init", help="Do not load pretrained weights."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random weights of --random-init: the same seed gives the same weights (and a cache hit in the store)."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", min=1),
     device: str = typer.Option("auto", help="'auto' (GPU if there is one), 'cpu', 'cuda', ..."),
-    limit: Optional[int] = typer.Option(None, help="Attack only the first N images.", min=1),
-    figures: Optional[Path] = typer.Option(None, help="Write image / human map / perturbation map figures of fooled images here."),
-    store: Optional[Path] = typer.Option(None, help="Results store (default $HARMONIA_STORE or ./harmonia-results.sqlite)."),
+    limit: Optional[int] = typer.Option(None, help="Attack only the first N images.", min=1, show_default="all images"),
+    figures: Optional[Path] = typer.Option(None, help="Write image / human map / perturbation map figures of fooled images here.", show_default="none (no figures)"),
+    store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
     recompute: bool = typer.Option(False, help="Ignore cached results and compute again."),
 ) -> None:
     import torch
 
-    from harmonia.adversarial import adversarial_alignment, perturbation_map, save_attack_figure
-    from harmonia.attacks import MinimalNormAttack, create_attack
+    from harmonia.adversarial import FooledFigures, adversarial_alignment, perturbation_map
+    from harmonia.adversarial.alignment import check_target, parse_target
+    from harmonia.attacks import minimal_norm_attack
     from harmonia.data import HarmoniaDataset
-    from harmonia.evaluation import resolve_ceiling
+    from harmonia.evaluation import parse_ceiling_option, resolve_ceiling
     from harmonia.models import load
     from harmonia.store import ResultStore
+    from harmonia.utils.device import resolve_device
+    from harmonia.utils.io import unique_labels
 
+    dev = resolve_device(device)
+    parse_ceiling_option(ceiling)  # a bad value fails before anything is read or loaded
     if target is not None and grouping is not None:
         raise ValueError("--target and --grouping exclude each other (a two-way decision has one other group)")
-    atk = create_attack(_attack_for_norm(attack, norm))
-    if not isinstance(atk, MinimalNormAttack):
-        raise ValueError(f"{attack!r} is a fixed-budget attack; tolerance needs a minimal-norm one (fmn, fmn_linf, ddn, pgd_bisection_2023)")
+    atk = minimal_norm_attack(attack, norm)
     if grouping is not None:
         from harmonia.adversarial import resolve_grouping
 
@@ -144,7 +101,18 @@ def attack_command(
     dataset = HarmoniaDataset(data, split=split, size=size)
     if len(dataset) == 0:
         raise ValueError(f"{data}: split {dataset.split!r} has no images")
-    tgt = _parse_target(target, dataset)
+    tgt = parse_target(target, dataset)
+    # Figures are named per model (two runs' final.pt must not share names) and checked before any work.
+    labels = dict(zip(dict.fromkeys(model), unique_labels(dict.fromkeys(model))))
+    if figures is not None:
+        ids = [r.id for r in dataset.records[: len(dataset) if limit is None else limit]]
+        fooled_figures = FooledFigures(figures, inputs=[p for r in dataset.records for p in (r.image, r.map)])
+        fooled_figures.check(labels.values(), ids)
+    # Models first: a target they do not have is an error before the ceiling is computed.
+    models = {name: load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle, seed=seed)
+              for name in model}
+    for m in models.values():
+        check_target(tgt, m.num_classes)
     result_store = ResultStore(store)
     ceil = resolve_ceiling(dataset, ceiling, store=result_store)
     if dataset.info.synthetic:
@@ -158,25 +126,11 @@ def attack_command(
             "median L2", "median Linf", "spearman", "alignment", "fwd / img", "bwd / img", "cached")
     for col in cols:
         table.add_column(col, justify="left" if col == "model" else "right")
-    for name in model:
-        m = load(name, pretrained=not random_init, arch=arch, allow_pickle=allow_pickle)
-        on_batch = None
-        if figures is not None:
-            figures.mkdir(parents=True, exist_ok=True)
-
-            def on_batch(batch, res, rows, _name=name):
-                for j, row in enumerate(rows):
-                    if row["status"] != "fooled":
-                        continue
-                    pmap = perturbation_map((res.adv[j:j + 1] - batch["image"][j:j + 1].to(res.adv.device)), reducer)[0]
-                    stem = f"{Path(_name).name.replace(':', '_')}-{row['image_id']}"
-                    save_attack_figure(figures / f"{stem}.png", batch["image"][j], batch["map"][j], pmap,
-                                       res.adv[j], title=f"{_name} / {row['image_id']}",
-                                       lines=[f"L2 {row['l2']:.4f}  Linf {row['linf']:.4f}  spearman {row['spearman']:.3f}"])
-
+    for name, m in models.items():
+        on_batch = fooled_figures.writer(labels[name], name, reducer) if figures is not None else None
         with progress_callback(f"{name} / {atk.name}") as update:
             res = adversarial_alignment(m, dataset, atk, reducer=reducer, store=result_store, ceiling=ceil,
-                                        batch_size=batch_size, device=device, limit=limit,
+                                        batch_size=batch_size, device=dev, limit=limit,
                                         recompute=recompute, progress=update, on_batch=on_batch,
                                         target=tgt, grouping=grouping)
         a = res.aggregates
@@ -196,3 +150,8 @@ def attack_command(
     if ceil is not None:
         console.print(f"alignment = mean Spearman (perturbation map, {reducer}) / ceiling {ceil.value:.4f} ({ceil.source})")
     console.print(f"results stored in {result_store.path}  (see `harmonia results list`)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia attack`` to ``app``."""
+    app.command("attack", help=reflow(ATTACK_HELP))(attack_command)

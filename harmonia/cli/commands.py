@@ -1,14 +1,19 @@
-"""Imports every command module so that each registers its commands on the app."""
+"""The command modules, in the order ``harmonia --help`` lists them.
+
+Each exposes ``register(app)``, which adds its command (or group) to a Typer app. A command
+module never imports :mod:`harmonia.cli.main`: the app is built there, from this list, so
+importing a command module has no side effect and there is no import cycle. A new command is
+one ``*_cmd.py`` module with a ``register(app)``, added here.
+"""
 
 from __future__ import annotations
 
-from harmonia.cli import (  # noqa: F401  (imported for their registrations)
+import typer
+
+from harmonia.cli import (
     attack_cmd,
     ceiling_cmd,
-    data_clicks_cmd,
     data_cmd,
-    data_convert_cmd,
-    data_simulate_cmd,
     demo_cmd,
     evaluate_cmd,
     explain_cmd,
@@ -18,3 +23,12 @@ from harmonia.cli import (  # noqa: F401  (imported for their registrations)
     results_cmd,
     train_cmd,
 )
+
+COMMAND_MODULES = (attack_cmd, ceiling_cmd, data_cmd, demo_cmd, evaluate_cmd, explain_cmd, featviz_cmd, models_cmd,
+                   neural_cmd, results_cmd, train_cmd)
+
+
+def register_all(app: typer.Typer) -> None:
+    """Add every command of :data:`COMMAND_MODULES` to ``app``."""
+    for module in COMMAND_MODULES:
+        module.register(app)

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.data_cmd import data_app
 from harmonia.cli.progress import progress_callback
 
 CLICKS_HELP = """Build human feature-importance maps from raw ClickMe clicks and write a dataset.
@@ -41,14 +40,13 @@ def _parse_columns(col: list[str]) -> dict[str, str]:
     return out
 
 
-@data_app.command("clicks", help=reflow(CLICKS_HELP))
 @user_errors
 def clicks_command(
     table: Path = typer.Argument(..., help="Click table (.csv, .tsv or .parquet), one row per trial."),
     images: Path = typer.Option(..., "--images", help="Folder holding the images named in the table."),
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset directory (harmonia format)."),
     split: str = typer.Option("test", help="Split to write."),
-    name: Optional[str] = typer.Option(None, help="Dataset name (default: the table's file name)."),
+    name: Optional[str] = typer.Option(None, help="Dataset name.", show_default="the table's file name"),
     min_catch: str = typer.Option("0.95", help="Keep trials with catch-trial accuracy >= this; 'none' to skip."),
     keep_mobile: bool = typer.Option(False, "--keep-mobile", help="Keep trials played on a phone."),
     keep_duplicates: bool = typer.Option(False, "--keep-duplicates", help="Keep repeated (user, image) trials."),
@@ -56,16 +54,18 @@ def clicks_command(
     max_clicks: int = typer.Option(75, min=0, help="Keep a trial's first N clicks (0: all)."),
     min_subjects: int = typer.Option(5, min=1, help="Drop images with fewer valid trials."),
     blur: str = typer.Option("disk", help="'disk' (flat disk, applied twice), 'gaussian' or 'none'."),
-    blur_size: Optional[int] = typer.Option(None, min=1, help="Kernel size in px (default: 21 at 256, scaled with the short side; Gaussian 22)."),
-    sigma: Optional[float] = typer.Option(None, help="Gaussian sigma (default sqrt(size))."),
+    blur_size: Optional[int] = typer.Option(None, min=1, help="Kernel size in px.", show_default="21 at 256, scaled with the short side; Gaussian 22"),
+    sigma: Optional[float] = typer.Option(None, help="Gaussian sigma.", show_default="sqrt(size)"),
     resize: int = typer.Option(256, min=0, help="Resize the short side to this (0: native size)."),
     crop: int = typer.Option(224, min=0, help="Centre-crop size (0: no crop)."),
     no_subjects: bool = typer.Option(False, "--no-subjects", help="Do not store per-subject maps (no ceilings then)."),
-    col: list[str] = typer.Option([], "--col", help="Column mapping FIELD=NAME (fields: image, user, x, y, catch, mobile, label). Repeatable."),
+    col: list[str] = typer.Option([], "--col", help="Column mapping FIELD=NAME (fields: image, user, x, y, catch, mobile, label). Repeatable.", show_default="none (the standard column names)"),
     device: str = typer.Option("cpu", help="Where to blur: 'cpu', 'cuda', ..."),
 ) -> None:
     from harmonia.humans.clicks import ClickFilter, clicks_to_dataset, load_click_table
+    from harmonia.utils.device import resolve_device
 
+    resolve_device(device)  # before the (possibly large) table is read
     if min_catch.strip().lower() in ("none", "off", ""):
         catch = None
     else:
@@ -91,3 +91,8 @@ def clicks_command(
     if tab.label is None:
         console.print("[yellow]Note:[/] the table has no label column: labels are -1 (unknown); "
                       "evaluate with --targets predicted, or add a label column (--col label=NAME).")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia data clicks`` to the ``harmonia data`` group."""
+    app.command("clicks", help=reflow(CLICKS_HELP))(clicks_command)

@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.data_cmd import data_app
 from harmonia.cli.progress import progress_callback
 
 CONVERT_HELP = """Convert ClickMe TFRecord shards to harmonia's format, or write harmonization-style shards.
@@ -26,6 +25,10 @@ resized to 224), so evaluating OUT gives scores comparable with published ones;
 --to harmonization: OUT is a folder of {split}-{i}.tfrecords shards (JPEG image 256x256,
 JPEG heatmap, int64 label) readable by the harmonizer release's loader.
 
+A split (or a shard set) appears whole when the conversion ends, replacing an older one
+of that name; a run killed part-way leaves only OUT/.SPLIT.partial, which the next run
+removes. A 0-byte input file is an error (a broken copy, not an empty split).
+
 Examples:
 
   harmonia data convert clickme/val data/clickme-val --to harmonia --split val
@@ -34,17 +37,16 @@ Examples:
 """
 
 
-@data_app.command("convert", help=reflow(CONVERT_HELP))
 @user_errors
 def convert_command(
     src: Path = typer.Argument(..., help="ClickMe shard file / folder / glob, or a harmonia dataset folder."),
     out: Path = typer.Argument(..., help="Output: harmonia dataset folder, or folder of shards."),
     to: str = typer.Option("harmonia", "--to", help="Target format: 'harmonia' or 'harmonization'."),
-    split: Optional[str] = typer.Option(None, help="Split to write (harmonia) or to read and name shards by (harmonization). Default: guessed from SRC (train/val/test)."),
-    preprocess: Optional[str] = typer.Option(None, help="For ClickMe sources: 'release' (default for --to harmonia) or 'none' (default for --to harmonization)."),
+    split: Optional[str] = typer.Option(None, help="Split to write (harmonia) or to read and name shards by (harmonization).", show_default="guessed from SRC (train/val/test)"),
+    preprocess: Optional[str] = typer.Option(None, help="For ClickMe sources: 'release' or 'none'.", show_default="release for --to harmonia, none for --to harmonization"),
     shard_size: int = typer.Option(256, "--shard-size", min=1, help="Records per shard (--to harmonization)."),
     quality: int = typer.Option(95, min=1, max=100, help="JPEG quality of written shards."),
-    name: Optional[str] = typer.Option(None, help="Dataset name stored in harmonia.json (default: SRC's name)."),
+    name: Optional[str] = typer.Option(None, help="Dataset name stored in harmonia.json.", show_default="SRC's name"),
     workers: int = typer.Option(0, min=0, help="DataLoader worker processes for decoding."),
     no_verify_crc: bool = typer.Option(False, "--no-verify-crc", help="Skip TFRecord CRC checks (faster, unsafe)."),
 ) -> None:
@@ -63,3 +65,8 @@ def convert_command(
         f"Wrote {result.count} records to {result.out} ({what}; source: {', '.join(result.source_formats)}){note}",
         highlight=False,
     )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia data convert`` to the ``harmonia data`` group."""
+    app.command("convert", help=reflow(CONVERT_HELP))(convert_command)

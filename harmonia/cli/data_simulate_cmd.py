@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.data_cmd import data_app
+from harmonia.settings import SimulationConfig
 
 SIMULATE_HELP = """Generate the simulated-ClickMe benchmark: SYNTHETIC images and SIMULATED human maps.
 
@@ -22,6 +22,10 @@ is computed from per-participant maps (stored for the test splits; --train-subje
 stores them for train too). Per-image ground truth (shortcut class, object and part
 boxes) is in SPLIT/meta.csv. Same options and seed give identical files.
 
+Interrupted (even by kill -9)? Run the same command again: it keeps the splits already
+written and finishes the rest, with the same files as an uninterrupted run; --overwrite
+replaces the half-written dataset instead. --out is locked while it is written.
+
 Examples:
 
   harmonia data simulate --out data/sim-clickme
@@ -32,24 +36,23 @@ Examples:
 """
 
 
-@data_app.command("simulate", help=reflow(SIMULATE_HELP))
 @user_errors
 def simulate_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output dataset directory (harmonia format)."),
-    n_train: int = typer.Option(3000, "--n-train", min=1, help="Training images."),
-    n_test: int = typer.Option(1000, "--n-test", min=1, help="Images in each test split (test, test_shortcut_broken, test_no_cue)."),
-    image_size: int = typer.Option(64, "--image-size", min=32, help="Image side in pixels."),
-    classes: int = typer.Option(8, "--classes", min=2, help="Number of classes (at most 12)."),
+    n_train: int = typer.Option(SimulationConfig.n_train, "--n-train", min=1, help="Training images."),
+    n_test: int = typer.Option(SimulationConfig.n_test, "--n-test", min=1, help="Images in each test split (test, test_shortcut_broken, test_no_cue)."),
+    image_size: int = typer.Option(SimulationConfig.image_size, "--image-size", min=32, help="Image side in pixels."),
+    classes: int = typer.Option(SimulationConfig.n_classes, "--classes", min=2, help="Number of classes (at most 12)."),
     shortcut_rate: float = typer.Option(
-        0.9, "--shortcut-rate", min=0.0, max=1.0, help="Fraction of train/test images whose corner cue shows the label."
+        SimulationConfig.shortcut_rate, "--shortcut-rate", min=0.0, max=1.0, help="Fraction of train/test images whose corner cue shows the label."
     ),
     part_radius: tuple[float, float] = typer.Option(
-        (4.5, 6.0), "--part-radius", help="Range of the part's half-size, pixels at 64 px (larger: easier to learn)."
+        SimulationConfig.part_radius, "--part-radius", help="Range of the part's half-size, pixels at 64 px (larger: easier to learn)."
     ),
-    subjects: int = typer.Option(10, "--subjects", min=1, help="Simulated participants per image."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
+    subjects: int = typer.Option(SimulationConfig.n_subjects, "--subjects", min=1, help="Simulated participants per image."),
+    seed: int = typer.Option(SimulationConfig.seed, "--seed", help="Random seed (same seed, same files)."),
     train_subjects: bool = typer.Option(
-        False, "--train-subjects", help="Also store per-participant maps for train (large: S x H x W floats per image)."
+        SimulationConfig.train_subjects, "--train-subjects", help="Also store per-participant maps for train (large: S x H x W floats per image)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing harmonia dataset in --out."),
 ) -> None:
@@ -69,3 +72,8 @@ def simulate_command(
         f"{classes} classes, {subjects} simulated participants per image.",
         highlight=False,
     )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia data simulate`` to the ``harmonia data`` group."""
+    app.command("simulate", help=reflow(SIMULATE_HELP))(simulate_command)

@@ -10,7 +10,6 @@ from typing import Any, List, Optional
 import typer
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
 
 FEATVIZ_HELP = """Feature visualizations: what a class, a channel, a neuron, a layer or a direction of a network responds to.
@@ -33,7 +32,11 @@ Examples:
 """
 
 featviz_app = typer.Typer(help=reflow(FEATVIZ_HELP), invoke_without_command=True)
-app.add_typer(featviz_app, name="featviz")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``harmonia featviz`` group (the visualization itself, ``layers``, ``spectrum``) to ``app``."""
+    app.add_typer(featviz_app, name="featviz")
 
 
 def _slug(text: str) -> str:

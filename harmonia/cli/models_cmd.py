@@ -7,7 +7,6 @@ from typing import Optional
 import typer
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.main import app
 
 MODELS_HELP = """List the models harmonia can load, with their input size and class count.
 
@@ -27,7 +26,6 @@ Examples:
 """
 
 
-@app.command("models", help=reflow(MODELS_HELP))
 @user_errors
 def models_command(
     pattern: Optional[str] = typer.Argument(
@@ -63,3 +61,8 @@ def models_command(
         f"{len(rows)} models. Weight caches: {hf_cache_dir()} (Hugging Face), {torch_checkpoints_dir()} (torch hub).",
         highlight=False,
     )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia models`` to ``app``."""
+    app.command("models", help=reflow(MODELS_HELP))(models_command)

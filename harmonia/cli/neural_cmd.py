@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from harmonia.cli.common import console, reflow, user_errors
-from harmonia.cli.main import app
 from harmonia.cli.progress import progress_callback
+from harmonia.settings import NeuralSettings
 
 NEURAL_HELP = """Score every layer of a model against IT recordings; print the table, save a layer profile.
 
@@ -42,83 +42,44 @@ def _fmt(x: float) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
-def _alpha_kw(alpha: str) -> dict:
-    from harmonia.neural.regression import DEFAULT_ALPHAS
-
-    if alpha == "cv":
-        return {"alphas": list(DEFAULT_ALPHAS)}
-    try:
-        if alpha.startswith("cv:"):
-            grid = [float(a) for a in alpha[3:].split(",")]
-            if not grid or min(grid) < 0:
-                raise ValueError
-            return {"alphas": grid}
-        return {"alpha": float(alpha)}
-    except ValueError:
-        raise ValueError(f"--alpha must be a number, 'cv' or 'cv:A,B,...' (non-negative), got {alpha!r}") from None
-
-
-def _read_folder(folder: Path, size: tuple[int, int]):
-    from harmonia.neural.data import _IMAGE_EXT, read_images
-
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_EXT) if folder.is_dir() else []
-    if len(files) < 2:
-        raise ValueError(f"--pca-images {folder}: need a folder with at least 2 images")
-    return read_images(files, size=tuple(size))
-
-
-def _load_model(name: str, random_init: bool):
-    from harmonia.models import load
-    from harmonia.neural.simulate import ground_truth_model
-
-    if name.startswith("simulated:"):  # the SYNTHETIC ground-truth networks of harmonia.neural.simulate
-        return ground_truth_model(int(name.split(":", 1)[1]))
-    return load(name, pretrained=not random_init)
-
-
 def _make_sim(out: Path) -> None:
-    from harmonia.neural.brainscore import write_brainscore_assembly
-    from harmonia.neural.data import save_recording
-    from harmonia.neural.simulate import simulate_flat, simulate_spatial, write_arcaro_mat
+    from harmonia.neural.options import write_simulated_recordings
 
-    flat = simulate_flat(n_stimuli=200, n_neurons=20, layer="block2", seed=0)
-    save_recording(flat, out / "flat")
-    write_brainscore_assembly(flat, out / "brainscore" / "assy_harmonia_Simulated" / "assy_harmonia_Simulated.nc")
-    spatial = simulate_spatial(n_images=14, n_neurons=16, grid=(9, 9), layer="block3", seed=0)
-    write_arcaro_mat(spatial, out / "spatial" / "sim_data.mat", out / "spatial" / "stimuli", window=(90, 130))
+    write_simulated_recordings(out)
     console.print(f"[yellow]SYNTHETIC[/] recordings written to {out}: flat/ (true layer block2 of simulated:0, "
                   f"reliability 0.8; also as a Brain-Score assembly in brainscore/, region IT) and spatial/sim_data.mat (true layer block3, window 90-130 ms).")
 
 
-@app.command("neural", help=reflow(NEURAL_HELP))
 @user_errors
 def neural_command(
-    model: list[str] = typer.Option([], "--model", "-m", help="Model name (timm:NAME, torchvision:NAME, efficientnet_lite0, simulated:SEED) or checkpoint. Repeat for several."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Recording: harmonia neural folder, published-layout .mat, archive root with --preset, or Brain-Score assembly .nc."),
-    preset: Optional[str] = typer.Option(None, help="Release preset: george-ml (130-170 ms, ch 33-63), george-pl (90-130 ms, ch 1-32), red (90-130 ms)."),
-    window: Optional[str] = typer.Option(None, help="Time window a,b in ms: a .mat without preset (default 90,130) or a Brain-Score .nc (time bins inside it are averaged; default: all bins)."),
-    stimuli: Optional[Path] = typer.Option(None, help="Brain-Score .nc: its StimulusSet (CSV, its folder or its zip); default: found next to the .nc or in brainio's sibling folder."),
-    region: Optional[str] = typer.Option(None, help="Brain-Score .nc: keep the neuroids of this region (e.g. IT)."),
-    image_size: Optional[int] = typer.Option(None, help="Resize stimuli to SIZE x SIZE when reading (needed when their sizes differ; saves memory)."),
-    layer: list[str] = typer.Option([], "--layer", "-l", help="Layers to sweep (default: the model's stages). Repeat."),
-    regression: str = typer.Option("pls", help="'pls' or 'ridge'."),
-    components: int = typer.Option(25, help="PLS components."),
-    alpha: str = typer.Option("1", help="Ridge penalty: a number, 'cv' (chosen per training fold by nested 5-fold CV over 1e-3..1e6) or 'cv:A,B,...' (that grid)."),
-    folds: int = typer.Option(5, help="Cross-validation folds (flat recordings)."),
-    projection: Optional[int] = typer.Option(None, help="Flat recordings: fixed random projection of each layer to this many features (bounds memory)."),
-    pool: Optional[int] = typer.Option(None, help="Flat recordings: average-pool layers to POOL x POOL before flattening."),
-    reduce: Optional[str] = typer.Option(None, help="Flat recordings: 'pca:N' (N principal components per layer, after --pool/--projection) or 'random:D' (= --projection D)."),
-    pca_images: Optional[Path] = typer.Option(None, help="Folder of images to fit the PCA on (default: the recording's stimuli; images only, never responses)."),
-    ceiling: Optional[float] = typer.Option(None, help="Override the ceiling."),
+    model: list[str] = typer.Option([], "--model", "-m", help="Model name (timm:NAME, torchvision:NAME, efficientnet_lite0, simulated:SEED) or checkpoint. Repeat for several.", show_default="none (needed unless --make-sim)"),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Recording: harmonia neural folder, published-layout .mat, archive root with --preset, or Brain-Score assembly .nc.", show_default="none (needed unless --make-sim)"),
+    preset: Optional[str] = typer.Option(None, help="Release preset: george-ml (130-170 ms, ch 33-63), george-pl (90-130 ms, ch 1-32), red (90-130 ms).", show_default="none"),
+    window: Optional[str] = typer.Option(None, help="Time window a,b in ms: a .mat without preset or a Brain-Score .nc (its time bins inside the window are averaged).", show_default=".mat: 90,130; .nc: all bins"),
+    stimuli: Optional[Path] = typer.Option(None, help="Brain-Score .nc: its StimulusSet (CSV, its folder or its zip).", show_default="found next to the .nc or in brainio's sibling folder"),
+    region: Optional[str] = typer.Option(None, help="Brain-Score .nc: keep the neuroids of this region (e.g. IT).", show_default="all neuroids"),
+    image_size: Optional[int] = typer.Option(None, help="Resize stimuli to SIZE x SIZE when reading (needed when their sizes differ; saves memory).", show_default="the stimuli's size"),
+    layer: list[str] = typer.Option([], "--layer", "-l", help="Layers to sweep. Repeat.", show_default="the model's stages"),
+    regression: str = typer.Option(NeuralSettings.regression, help="'pls' or 'ridge'."),
+    components: int = typer.Option(NeuralSettings.n_components, help="PLS components."),
+    alpha: str = typer.Option(f"{NeuralSettings.alpha:g}", help="Ridge penalty: a number, 'cv' (chosen per training fold by nested 5-fold CV over 1e-3..1e6) or 'cv:A,B,...' (that grid)."),
+    folds: int = typer.Option(NeuralSettings.folds, help="Cross-validation folds (flat recordings)."),
+    projection: Optional[int] = typer.Option(None, help="Flat recordings: fixed random projection of each layer to this many features (bounds memory).", show_default="none"),
+    pool: Optional[int] = typer.Option(None, help="Flat recordings: average-pool layers to POOL x POOL before flattening.", show_default="none"),
+    reduce: Optional[str] = typer.Option(None, help="Flat recordings: 'pca:N' (N principal components per layer, after --pool/--projection) or 'random:D' (= --projection D).", show_default="none"),
+    pca_images: Optional[Path] = typer.Option(None, help="Folder of images to fit the PCA on (images only, never responses).", show_default="the recording's stimuli"),
+    ceiling: Optional[float] = typer.Option(None, help="Override the ceiling.", show_default="computed from the recording"),
     plot: Path = typer.Option(Path("neural-profile.png"), help="Where to write the layer-profile PNG."),
     random_init: bool = typer.Option(False, "--random-init", help="Random weights for timm/torchvision names."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the random weights of --random-init: the same seed gives the same weights (and a cache hit in the store)."),
+    batch_size: int = typer.Option(NeuralSettings.batch_size, "--batch-size", "-b", min=1),
     device: str = typer.Option("cpu", help="Where the model runs: 'cpu', 'auto' (GPU if any), 'cuda', ... (read-outs run on the CPU in float64)."),
-    store: Optional[Path] = typer.Option(None, help="Results store (default $HARMONIA_STORE or ./harmonia-results.sqlite)."),
+    store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
     recompute: bool = typer.Option(False, help="Ignore cached results."),
-    make_sim: Optional[Path] = typer.Option(None, "--make-sim", help="Write SYNTHETIC recordings (both formats) to this folder and exit."),
+    make_sim: Optional[Path] = typer.Option(None, "--make-sim", help="Write SYNTHETIC recordings (both formats) to this folder and exit.", show_default="none"),
 ) -> None:
-    from harmonia.neural.data import NETCDF_SUFFIXES, load_neural
+    from harmonia.models import load
+    from harmonia.neural.options import check_regression, open_recording, sweep_options
     from harmonia.neural.run import plot_layer_profile, run_neural
     from harmonia.store import ResultStore
     from harmonia.utils.device import resolve_device
@@ -128,48 +89,22 @@ def neural_command(
         return
     if data is None or not model:
         raise ValueError("need --model and --data (or --make-sim DIR)")
-    if regression not in ("pls", "ridge"):
-        raise ValueError(f"unknown regression {regression!r}: use 'pls' or 'ridge'")
-    win = None
-    if window is not None:
-        try:
-            a, b = (float(v) for v in window.split(","))
-        except ValueError:
-            raise ValueError(f"--window must be two numbers 'a,b' (ms), got {window!r}") from None
-        win = (a, b)
-    size = (image_size, image_size) if image_size else None
-    kw: dict = {}
-    is_nc = data.suffix.lower() in NETCDF_SUFFIXES
-    if not is_nc and (stimuli is not None or region is not None):
-        raise ValueError("--stimuli and --region apply to Brain-Score .nc assemblies only")
-    if is_nc:
-        kw = {"window": win, "stimuli": stimuli, "region": region, "image_size": size}
-    elif preset or not data.is_dir():
-        kw = {"image_size": size} if preset else {"window": tuple(int(v) for v in (win or (90, 130))), "image_size": size}
-    rec = load_neural(data, preset=preset, **kw)
+    from harmonia.store.sqlite import default_store_path
+    from harmonia.utils.io import claim_output_file
+
+    claim_output_file(plot, inputs=[data, store or default_store_path()], option="--plot")  # before any work
+    dev = resolve_device(device)
+    check_regression(regression)
+    rec = open_recording(data, preset=preset, window=window, stimuli=stimuli, region=region, image_size=image_size)
     if rec.synthetic:
         console.print(f"[yellow]Note:[/] {rec.name} is SYNTHETIC ({rec.description or 'simulated data'}).")
-    alpha_kw = _alpha_kw(alpha)  # validated even when unused, so a typo is never silently ignored
-    reg_kw = {"n_components": components} if regression == "pls" else alpha_kw
-    opts = dict(layers=layer or None, regression=regression, batch_size=batch_size, ceiling=ceiling, **reg_kw)
-    pca = None
-    if reduce is not None:
-        kind, _, num = reduce.partition(":")
-        if kind not in ("pca", "random") or not num.isdigit() or int(num) < 1:
-            raise ValueError(f"--reduce must be 'pca:N' or 'random:D' with a positive integer, got {reduce!r}")
-        pca, projection = (int(num), projection) if kind == "pca" else (None, int(num))
-    if pca_images is not None and pca is None:
-        raise ValueError("--pca-images needs --reduce pca:N")
-    if rec.kind == "flat":
-        opts.update(folds=folds, projection=projection, pool=pool, pca=pca)
-        if pca_images is not None:
-            opts["pca_images"] = _read_folder(pca_images, rec.images.shape[2:])
-    elif reduce is not None:
-        raise ValueError("--reduce applies to flat recordings (spatial maps use at most 600 grouped channels)")
+    opts = sweep_options(rec, layers=layer, regression=regression, components=components, alpha=alpha, folds=folds,
+                         projection=projection, pool=pool, reduce=reduce, pca_images=pca_images, batch_size=batch_size,
+                         ceiling=ceiling)
     result_store = ResultStore(store)
     results = {}
     for name in model:
-        m = _load_model(name, random_init).to(resolve_device(device))
+        m = load(name, pretrained=not random_init, seed=seed).to(dev)
         with progress_callback(f"{name} features") as update:
             res, cached = run_neural(m, rec, store=result_store, recompute=recompute, progress=update, **opts)
         results[name] = res
@@ -190,3 +125,8 @@ def neural_command(
                       + (f"; split-half reliability {_fmt(res.reliability)}" if math.isfinite(res.reliability) else ""))
     plot_layer_profile(results, plot, title=rec.name + (" (SYNTHETIC)" if rec.synthetic else ""))
     console.print(f"layer profile written to {plot}; results stored in {result_store.path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia neural`` to ``app``."""
+    app.command("neural", help=reflow(NEURAL_HELP))(neural_command)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, Optional
 import typer
 
 from harmonia.cli.common import console, err_console, reflow, user_errors
-from harmonia.cli.main import app
+from harmonia.settings import LossOptions
 
 TRAIN_HELP = """Train or fine-tune a model with the neural harmonizer loss.
 
@@ -36,6 +35,11 @@ goes into the results store.
 After a kill, `harmonia train --resume --out OUT` continues from last.pt
 with the same batches, crops and random streams. --resume on an empty
 --out simply starts, so preemptible jobs can always pass it.
+
+--out is locked while a run writes it (OUT/.harmonia.lock): a second
+`harmonia train` on the same folder, --resume or not, refuses at once and
+names the pid of the one running; a killed run's lock is taken over. A new
+run never replaces files in --out that harmonia did not write.
 
 Examples:
 
@@ -63,107 +67,58 @@ nodes, --out must be on a shared filesystem.
 """
 
 
-def _parse_milestones(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise ValueError(f"--milestones must be comma-separated epochs like 30,60,80, got {text!r}") from None
-
-
-def _parse_pair(text: str | None) -> tuple[float, float] | None:
-    if text is None:
-        return None
-    parts = text.replace(" ", "").split(",")
-    try:
-        lo, hi = (float(parts[0]), float(parts[1])) if len(parts) == 2 else (float(parts[0]), 1.0)
-    except ValueError:
-        raise ValueError(f"--crop-scale must be 'MIN,MAX' like 0.08,1, got {text!r}") from None
-    return lo, hi
-
-
-def build_config(options: dict[str, Any], resume: bool) -> Any:
-    """A TrainConfig from explicitly given options: over the saved run's config when
-    resuming one, else over the preset.
-
-    Example:
-        >>> build_config({"data": "d", "epochs": 2, "preset": "adamw"}, resume=False).optimizer
-        'adamw'
-    """
-    from harmonia.training.trainer import TrainConfig
-
-    given = {k: v for k, v in options.items() if v is not None}
-    out = Path(given.get("out_dir", TrainConfig.out_dir))
-    saved = out / "config.json"
-    if resume and saved.is_file():
-        base = TrainConfig.from_json(json.loads(saved.read_text()))
-        if "preset" in given and given["preset"] != base.preset:
-            raise ValueError(f"{out} was trained with --preset {base.preset}; resume with that preset")
-        given.pop("preset", None)
-        data = base.to_json()
-        data.update(given)
-        config = TrainConfig.from_json(data)
-    else:
-        if "data" not in given:
-            raise ValueError("--data is needed (a dataset directory in harmonia's format)")
-        config = TrainConfig.from_preset(given.pop("preset", "harmonizer"), **given)
-    config.resume = resume
-    return config
-
-
-@app.command("train", help=reflow(TRAIN_HELP))
 @user_errors
 def train_command(
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset directory in harmonia's format (needs a train split)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to train: a name (timm:NAME, torchvision:NAME, efficientnet_lite0) or a checkpoint. [default: timm:resnet10t]"),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--random-init", help="Start from pretrained weights (local caches only) or random ones. [default: random-init]"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (checkpoints, history, config). [default: runs/train]"),
-    preset: Optional[str] = typer.Option(None, help="'harmonizer' (published recipe) or 'adamw'. [default: harmonizer]"),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset directory in harmonia's format (needs a train split).", show_default="the run's config with --resume"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to train: a name (timm:NAME, torchvision:NAME, efficientnet_lite0) or a checkpoint.", show_default="timm:resnet10t"),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--random-init", help="Start from pretrained weights (local caches only) or random ones.", show_default="random-init"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (checkpoints, history, config).", show_default="runs/train"),
+    preset: Optional[str] = typer.Option(None, help="'harmonizer' (published recipe) or 'adamw'.", show_default="harmonizer"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from last.pt (starts fresh if there is none)."),
-    train_split: Optional[str] = typer.Option(None, help="Training split. [default: train]"),
-    eval_split: Optional[list[str]] = typer.Option(None, "--eval-split", help="Split(s) for accuracy and alignment; repeat for several. [default: val, else test]"),
+    train_split: Optional[str] = typer.Option(None, help="Training split.", show_default="train"),
+    eval_split: Optional[list[str]] = typer.Option(None, "--eval-split", help="Split(s) for accuracy and alignment; repeat for several.", show_default="val, else test"),
     no_eval: bool = typer.Option(False, "--no-eval", help="Do not evaluate (no best.pt)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", min=1, help="Epochs (passes over the human-map images). [default: 10]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Global batch size, split over processes. [default: 64]"),
-    optimizer: Optional[str] = typer.Option(None, help="'sgd' (Nesterov) or 'adamw'. [preset]"),
-    lr: Optional[float] = typer.Option(None, help="Base learning rate. [preset: sgd 0.1 x batch/256, adamw 5e-4 x batch/512]"),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum. [default: 0.9]"),
-    weight_decay: Optional[float] = typer.Option(None, help="Optimizer weight decay on weights (AdamW: decoupled). [preset: sgd 0, adamw 0.05]"),
-    lambda_weights: Optional[float] = typer.Option(None, help="Weight of the loss's sum 0.5||w||^2 term (the recipe's decay). [preset: sgd 1e-5, adamw 0]"),
-    lambda_harmonization: Optional[float] = typer.Option(None, "--lambda-harmonization", "--lambda", help="Weight of the harmonization term; 0 = baseline. [default: 1.0]"),
-    schedule: Optional[str] = typer.Option(None, help="'step', 'cosine' or 'constant'. [preset: harmonizer step, adamw cosine]"),
-    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up epochs (fractions allowed). [default: 5, x epochs/90 if shorter]"),
-    milestones: Optional[str] = typer.Option(None, help="Step schedule epochs, comma-separated. [default: 30,60,80, x epochs/90 if shorter]"),
-    gamma: Optional[float] = typer.Option(None, help="Step schedule factor. [default: 0.1]"),
-    label_smoothing: Optional[float] = typer.Option(None, help="[default: 0.1]"),
-    levels: Optional[int] = typer.Option(None, help="Pyramid levels of the harmonization term (5 released, 6 original). [default: 5]"),
-    reducer: Optional[str] = typer.Option(None, help="Colour-channel reduction of the training saliency: 'mean' (signed, as released), 'max_abs' (the evaluation's map), 'abs_mean'. [default: mean]"),
-    saliency_input: Optional[str] = typer.Option(None, help="Saliency w.r.t. 'pixels' ([0, 1] images, as released) or 'normalized' (the network input, the original code). [default: pixels]"),
-    score: Optional[str] = typer.Option(None, help="What the training saliency explains: 'logit' (true class, as released), 'centered_logit' (minus the mean over classes; see docs/demo.md), 'log_prob'. [default: logit]"),
-    lambda_outside: Optional[float] = typer.Option(None, help="Weight of an extra term, not in the release: the squared saliency where the human map is <= 5%% of its max (see docs/demo.md). [default: 0 = off]"),
-    lambda_masked: Optional[float] = typer.Option(None, help="Weight of an extra term, not in the release: the cross-entropy of each image with a map reduced to what people looked at (the rest grey; see docs/demo.md). [default: 0 = off]"),
-    freeze_batchnorm: Optional[bool] = typer.Option(None, "--freeze-bn/--train-bn", help="BatchNorm layers normalise with their running statistics (scales and shifts still train). Rows of a batch become independent, so the harmonizer step is computed for the map rows only: about 1.3-1.6x a plain step instead of 3-4x (docs/benchmarks.md). [default: --train-bn, as the recipe]"),
-    image_size: Optional[int] = typer.Option(None, help="Training crop size. [default: the dataset's native size]"),
-    model_input_size: Optional[int] = typer.Option(None, help="Size the network sees (the model resizes inside). [default: --image-size]"),
-    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Paired random resized crop + flip. [default: on]"),
-    crop_scale: Optional[str] = typer.Option(None, help="Area range of the random crops, 'MIN,MAX'. [default: 0.08,1 as the recipe]"),
-    mix_folder: Optional[Path] = typer.Option(None, help="Plain labelled image folder (ROOT/CLASS/IMG) mixed into every batch with token 0."),
-    mix_ratio: Optional[float] = typer.Option(None, help="Share of each batch from --mix-folder. [default: 0.8, as the recipe]"),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate every N epochs (0: only at the end). [default: 1]"),
-    eval_limit: Optional[int] = typer.Option(None, min=1, help="Periodic evaluations use only the first N images (the final one uses all)."),
-    best_metric: Optional[str] = typer.Option(None, help="'accuracy', 'alignment' or 'spearman' on the first eval split. [default: accuracy]"),
-    ceiling: Optional[str] = typer.Option(None, help="Alignment ceiling: number, 'auto' or 'none'. [default: auto]"),
-    checkpoint_every_steps: Optional[int] = typer.Option(None, min=0, help="Also write last.pt every N steps. [default: 0 = epoch ends only]"),
-    checkpoint_every_epochs: Optional[int] = typer.Option(None, min=0, help="Write last.pt every N epochs. [default: 1]"),
-    seed: Optional[int] = typer.Option(None, help="Seed of weights, data order and crops. [default: 0]"),
-    device: Optional[str] = typer.Option(None, help="'auto', 'cpu', 'cuda', ... (torchrun: each process takes cuda:LOCAL_RANK). [default: auto]"),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bfloat16 autocast. [default: on for CUDA, off on the CPU]"),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process. [default: 0 on the CPU (forked workers slow the compute there), 4 on a GPU]"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with loss parts, lr and img/s."),
-    store: Optional[Path] = typer.Option(None, help="Results store (default $HARMONIA_STORE or ./harmonia-results.sqlite)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", min=1, help="Epochs (passes over the human-map images).", show_default="10"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", min=1, help="Global batch size, split over processes.", show_default="64"),
+    optimizer: Optional[str] = typer.Option(None, help="'sgd' (Nesterov) or 'adamw'.", show_default="preset: harmonizer sgd, adamw adamw"),
+    lr: Optional[float] = typer.Option(None, help="Base learning rate.", show_default="preset: sgd 0.1 x batch/256, adamw 5e-4 x batch/512"),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum.", show_default="0.9"),
+    weight_decay: Optional[float] = typer.Option(None, help="Optimizer weight decay on weights (AdamW: decoupled).", show_default="preset: sgd 0, adamw 0.05"),
+    lambda_weights: Optional[float] = typer.Option(None, help="Weight of the loss's sum 0.5||w||^2 term (the recipe's decay).", show_default="preset: sgd 1e-5, adamw 0"),
+    lambda_harmonization: Optional[float] = typer.Option(None, "--lambda-harmonization", "--lambda", help="Weight of the harmonization term; 0 = baseline.", show_default=str(LossOptions.lambda_harmonization)),
+    schedule: Optional[str] = typer.Option(None, help="'step', 'cosine' or 'constant'.", show_default="preset: harmonizer step, adamw cosine"),
+    warmup_epochs: Optional[float] = typer.Option(None, help="Linear warm-up epochs (fractions allowed).", show_default="5, x epochs/90 if shorter"),
+    milestones: Optional[str] = typer.Option(None, help="Step schedule epochs, comma-separated.", show_default="30,60,80, x epochs/90 if shorter"),
+    gamma: Optional[float] = typer.Option(None, help="Step schedule factor.", show_default="0.1"),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the cross-entropy.", show_default=str(LossOptions.label_smoothing)),
+    levels: Optional[int] = typer.Option(None, help="Pyramid levels of the harmonization term (5 released, 6 original).", show_default=str(LossOptions.levels)),
+    reducer: Optional[str] = typer.Option(None, help="Colour-channel reduction of the training saliency: 'mean' (signed, as released), 'max_abs' (the evaluation's map), 'abs_mean'.", show_default=str(LossOptions.reducer)),
+    saliency_input: Optional[str] = typer.Option(None, help="Saliency w.r.t. 'pixels' ([0, 1] images, as released) or 'normalized' (the network input, the original code).", show_default=str(LossOptions.saliency_input)),
+    score: Optional[str] = typer.Option(None, help="What the training saliency explains: 'logit' (true class, as released), 'centered_logit' (minus the mean over classes; see docs/demo.md), 'log_prob'.", show_default=str(LossOptions.score)),
+    lambda_outside: Optional[float] = typer.Option(None, help="Weight of an extra term, not in the release: the squared saliency where the human map is <= 5% of its max (see docs/demo.md).", show_default="0 = off"),
+    lambda_masked: Optional[float] = typer.Option(None, help="Weight of an extra term, not in the release: the cross-entropy of each image with a map reduced to what people looked at (the rest grey; see docs/demo.md).", show_default="0 = off"),
+    freeze_batchnorm: Optional[bool] = typer.Option(None, "--freeze-bn/--train-bn", help="BatchNorm layers normalise with their running statistics (scales and shifts still train). Rows of a batch become independent, so the harmonizer step is computed for the map rows only: about 1.3-1.6x a plain step instead of 3-4x (docs/benchmarks.md).", show_default="--train-bn, as the recipe"),
+    image_size: Optional[int] = typer.Option(None, help="Training crop size.", show_default="the dataset's native size"),
+    model_input_size: Optional[int] = typer.Option(None, help="Size the network sees (the model resizes inside).", show_default="--image-size"),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Paired random resized crop + flip.", show_default="on"),
+    crop_scale: Optional[str] = typer.Option(None, help="Area range of the random crops, 'MIN,MAX'.", show_default="0.08,1 as the recipe"),
+    mix_folder: Optional[Path] = typer.Option(None, help="Plain labelled image folder (ROOT/CLASS/IMG) mixed into every batch with token 0.", show_default="none"),
+    mix_ratio: Optional[float] = typer.Option(None, help="Share of each batch from --mix-folder.", show_default="0.8, as the recipe"),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate every N epochs (0: only at the end).", show_default="1"),
+    eval_limit: Optional[int] = typer.Option(None, min=1, help="Periodic evaluations use only the first N images (the final one uses all).", show_default="all images"),
+    best_metric: Optional[str] = typer.Option(None, help="'accuracy', 'alignment' or 'spearman' on the first eval split.", show_default="accuracy"),
+    ceiling: Optional[str] = typer.Option(None, help="Alignment ceiling: number, 'auto' or 'none'.", show_default="auto"),
+    checkpoint_every_steps: Optional[int] = typer.Option(None, min=0, help="Also write last.pt every N steps.", show_default="0 = epoch ends only"),
+    checkpoint_every_epochs: Optional[int] = typer.Option(None, min=0, help="Write last.pt every N epochs.", show_default="1"),
+    seed: Optional[int] = typer.Option(None, help="Seed of weights, data order and crops.", show_default="0"),
+    device: Optional[str] = typer.Option(None, help="'auto', 'cpu', 'cuda', ... (torchrun: each process takes cuda:LOCAL_RANK).", show_default="auto"),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bfloat16 autocast.", show_default="on for CUDA, off on the CPU"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process.", show_default="0 on the CPU (forked workers slow the compute there), 4 on a GPU"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with loss parts, lr and img/s. Either way a header and one line per epoch and per evaluation are printed (a batch job's log)."),
+    store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
 ) -> None:
     from harmonia.store import ResultStore
+    from harmonia.training.options import config_from_options, parse_crop_scale, parse_milestones
     from harmonia.training.trainer import train
 
     options: dict[str, Any] = {
@@ -173,18 +128,19 @@ def train_command(
         "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "momentum": momentum,
         "weight_decay": weight_decay, "lambda_weights": lambda_weights,
         "lambda_harmonization": lambda_harmonization, "schedule": schedule, "warmup_epochs": warmup_epochs,
-        "milestones": _parse_milestones(milestones), "gamma": gamma, "label_smoothing": label_smoothing,
+        "milestones": parse_milestones(milestones), "gamma": gamma, "label_smoothing": label_smoothing,
         "levels": levels, "reducer": reducer, "saliency_input": saliency_input, "score": score,
         "lambda_outside": lambda_outside, "lambda_masked": lambda_masked,
         "freeze_batchnorm": freeze_batchnorm, "image_size": image_size, "model_input_size": model_input_size,
         "augment": augment,
-        "crop_scale": _parse_pair(crop_scale),
+        "crop_scale": parse_crop_scale(crop_scale),
         "mix_folder": str(mix_folder) if mix_folder is not None else None, "mix_ratio": mix_ratio,
         "eval_every": eval_every, "eval_limit": eval_limit, "best_metric": best_metric, "ceiling": ceiling,
         "checkpoint_every_steps": checkpoint_every_steps, "checkpoint_every_epochs": checkpoint_every_epochs,
         "seed": seed, "device": device, "amp": amp, "num_workers": workers, "progress": progress,
+        "log": True,  # a header and a line per epoch and per evaluation, bar or not (batch jobs keep a log)
     }
-    config = build_config(options, resume)
+    config = config_from_options(options, resume)
     main = int(os.environ.get("RANK", "0")) == 0  # torchrun: one store writer
     result_store = ResultStore(store) if main else None
     try:
@@ -212,3 +168,8 @@ def _pct(x: Any) -> str:
 
 def _num(x: Any) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``harmonia train`` to ``app``."""
+    app.command("train", help=reflow(TRAIN_HELP))(train_command)

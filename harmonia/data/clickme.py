@@ -424,7 +424,8 @@ def detect_file_format(path: str | os.PathLike, verify_crc: bool = True) -> str:
             return detect_format(_decode_example(data, _where(path, index)), _where(path, index))
     except TFRecordError as e:
         raise ClickMeFormatError(str(e)) from None
-    raise ClickMeFormatError(f"{path}: empty file (no records)")
+    raise ClickMeFormatError(f"{path}: empty file ({path.stat().st_size} bytes, no records): not a ClickMe shard "
+                             "(an interrupted download or copy?)")
 
 
 # --------------------------------------------------------------------------- datasets

@@ -1,7 +1,7 @@
 """The ClickMe preprocessing of the harmonizer release (serre-lab/Harmonization), in torch.
 
 What the release's loader does to each harmonization record (facts, see
-``/work/shared/reference/clickme.md`` and the release's ``clickme_dataset.py``/``blur.py``):
+docs/methods.md, "ClickMe data", and the release's ``clickme_dataset.py``/``blur.py``):
 
 * image: uint8 -> float32 (0..255) -> ``tf.image.resize(.., (224, 224), "bilinear")``;
 * heatmap: uint8 -> float32 -> bilinear resize to 64 x 64 -> 2-D convolution with a

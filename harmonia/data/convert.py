@@ -40,7 +40,7 @@ from harmonia.data.clickme import ClickMeDataset, ClickMeFormatError, detect_fil
 from harmonia.data.clickme_preprocess import ClickMePreprocess
 from harmonia.data.example import decode_example, encode_example
 from harmonia.data.format import META_FILE, DatasetWriter, HarmoniaDataset
-from harmonia.data.tfrecord import TFRecordError, TFRecordWriter, count_records, iter_records
+from harmonia.data.tfrecord import TFRecordError, TFRecordWriter, iter_records
 
 TARGETS = ("harmonia", "harmonization")
 HARMONIZATION_SIDE = 256
@@ -184,33 +184,67 @@ def _write_shards(
     synthetic: bool,
     total: int,
     progress: Progress | None,
+    inputs: Iterable[Path] = (),
 ) -> tuple[int, list[Path]]:
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    writer: TFRecordWriter | None = None
-    n = 0
-    extra = {"synthetic": ("int64", [1])} if synthetic else None
-    try:
-        for item in items:
-            if writer is None or writer.count >= shard_size:
-                if writer is not None:
-                    writer.close()
-                writer = TFRecordWriter(out / f"{prefix}-{len(written)}.tfrecords")
-                written.append(writer.path)
-            image = _resize_for_shard(item["image"], side).clamp(0, 1)
-            img_u8 = image.mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-            hm_u8 = _map_to_u8(_resize_for_shard(item["map"], side))
-            writer.write(encode_harmonization_record(img_u8, hm_u8, int(item["label"]), quality, extra))
-            n += 1
-            if progress:
-                progress(n, total)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if writer is not None:
-        writer.close()
-    return n, written
+    """Write ``{prefix}-{i}.tfrecords`` into ``out``: all of them appear at the end, or none.
+
+    Shards are written into ``OUT/.{prefix}.partial/`` (locked: a second writer refuses),
+    then moved into place, and shards of an earlier conversion with that prefix that the
+    new set does not replace are removed; a partial folder a killed run left is removed by
+    the next one. Names that would replace an input or a file harmonia did not write are
+    refused before anything is read.
+    """
+    import math
+    import shutil
+    import warnings
+
+    from harmonia.data.format import partial_split_dir
+    from harmonia.errors import HarmoniaWarning
+    from harmonia.utils.io import OutputFolder
+    from harmonia.utils.lock import PathLock
+
+    pattern = re.compile(rf"^{re.escape(prefix)}-\d+\.tfrecords$")
+    stale = sorted(p.name for p in out.iterdir() if pattern.match(p.name)) if out.is_dir() else []
+    names = [f"{prefix}-{i}.tfrecords" for i in range(math.ceil(total / shard_size))]
+    OutputFolder(out, inputs=inputs, option="OUT").claim(list(dict.fromkeys([*names, *stale])))
+    stage = partial_split_dir(out, prefix)
+    with PathLock(Path(f"{stage}.lock"), f"shards {prefix!r} in {out}"):
+        if stage.exists():
+            warnings.warn(f"{stage}: removing half-written shards left by an interrupted conversion",
+                          HarmoniaWarning, stacklevel=3)
+            shutil.rmtree(stage)
+        written: list[str] = []
+        writer: TFRecordWriter | None = None
+        n = 0
+        extra = {"synthetic": ("int64", [1])} if synthetic else None
+        try:
+            for item in items:
+                if writer is None or writer.count >= shard_size:
+                    if writer is not None:
+                        writer.close()
+                    writer = TFRecordWriter(stage / f"{prefix}-{len(written)}.tfrecords")
+                    written.append(writer.path.name)
+                image = _resize_for_shard(item["image"], side).clamp(0, 1)
+                img_u8 = image.mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+                hm_u8 = _map_to_u8(_resize_for_shard(item["map"], side))
+                writer.write(encode_harmonization_record(img_u8, hm_u8, int(item["label"]), quality, extra))
+                n += 1
+                if progress:
+                    progress(n, total)
+            if writer is not None:
+                writer.close()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        for name in written:
+            os.replace(stage / name, out / name)
+        for name in stale:
+            if name not in written:
+                (out / name).unlink(missing_ok=True)
+        shutil.rmtree(stage, ignore_errors=True)
+    return n, [out / name for name in written]
 
 
 def convert(
@@ -253,14 +287,17 @@ def convert(
             raise ValueError("--preprocess applies to ClickMe sources only; harmonia datasets are read as stored")
         ds = HarmoniaDataset(src_p, split=split)
         total = len(ds)
+        if total == 0:
+            raise ValueError(f"{src_p}: split {ds.split!r} has no images; nothing to convert")
         n, files = _write_shards(
             _iterate(ds, num_workers), out_p, split or ds.split, shard_size, image_size, quality,
-            ds.info.synthetic, total, progress,
+            ds.info.synthetic, total, progress, inputs=[p for r in ds.records for p in (r.image, r.map)],
         )
         return ConvertResult(n, out_p, to, files, ds.info.synthetic, ["harmonia"])
 
     shards = list_shards(src_p if src_p.exists() else str(src))
-    formats = sorted({detect_file_format(s, verify_crc=verify_crc) for s in shards if count_records(s) > 0})
+    # Every file must hold records: a 0-byte "shard" is a broken copy, never an empty split.
+    formats = sorted({detect_file_format(s, verify_crc=verify_crc) for s in shards})
     synthetic = _shards_synthetic(shards)
     if preprocess is None:
         preprocess = "release" if to == "harmonia" else "none"
@@ -274,7 +311,8 @@ def convert(
     split = split or _default_split(src_p)
     if to == "harmonization":
         n, files = _write_shards(
-            _iterate(ds_c, num_workers), out_p, split, shard_size, image_size, quality, synthetic, total, progress
+            _iterate(ds_c, num_workers), out_p, split, shard_size, image_size, quality, synthetic, total, progress,
+            inputs=shards,
         )
         return ConvertResult(n, out_p, to, files, synthetic, formats)
 

@@ -213,6 +213,18 @@ def _resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[0, 0] if squeeze else x[0]
 
 
+def _check_size(size: tuple[int, int] | int | None) -> tuple[int, int] | None:
+    """``size`` as (H, W), checked before any file is read (``--size 0`` is an error, not a crash)."""
+    from harmonia.errors import UserError
+
+    if size is None:
+        return None
+    pair = (size, size) if isinstance(size, int) else tuple(size)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+        raise UserError(f"--size must be a positive number of pixels, got {size!r}")
+    return pair  # type: ignore[return-value]
+
+
 class HarmoniaDataset(torch.utils.data.Dataset):
     """A split of a dataset in harmonia's format.
 
@@ -236,7 +248,7 @@ class HarmoniaDataset(torch.utils.data.Dataset):
         self.split = resolve_split(self.info, split, self.root)
         self.split_dir = self.root / self.split
         self.records = read_index(self.split_dir)
-        self.size = (size, size) if isinstance(size, int) else (tuple(size) if size else None)
+        self.size = _check_size(size)
         self.with_subjects = with_subjects
         if with_subjects and any(r.subjects is None for r in self.records):
             raise DatasetFormatError(f"{self.split_dir}: some images have no per-subject maps")
@@ -292,7 +304,8 @@ class HarmoniaDataset(torch.utils.data.Dataset):
 
 def resolve_split(info: DatasetInfo, split: str | None, root: Path) -> str:
     """Pick the split to read: the named one, else the only one, else 'test', else 'val'."""
-    available = info.splits or sorted(p.name for p in root.iterdir() if (p / INDEX_FILE).is_file())
+    available = info.splits or sorted(p.name for p in root.iterdir()
+                                      if (p / INDEX_FILE).is_file() and not p.name.startswith("."))
     if split is not None:
         if split not in available:
             raise DatasetFormatError(f"{root}: no split {split!r} (available: {', '.join(available) or 'none'})")
@@ -305,11 +318,28 @@ def resolve_split(info: DatasetInfo, split: str | None, root: Path) -> str:
     raise DatasetFormatError(f"{root}: several splits ({', '.join(available)}); choose one with split=")
 
 
-class DatasetWriter:
-    """Write one split of a harmonia dataset; ``index.csv`` is written atomically on close.
+PARTIAL_SUFFIX = ".partial"  # ROOT/.SPLIT.partial: a split being written (or left by a killed writer)
 
-    Adds the split to ``harmonia.json`` (created if absent). Use as a context manager;
-    on an exception the split's index is not written, so readers never see half a split.
+
+def partial_split_dir(root: str | os.PathLike, split: str) -> Path:
+    """Where a split is written before it is moved into place: ``ROOT/.SPLIT.partial``."""
+    return Path(root) / f".{split}{PARTIAL_SUFFIX}"
+
+
+def is_partial_entry(path: Path) -> bool:
+    """True for what a split writer leaves while writing (its staging folder and lock file)."""
+    return path.name.startswith(".") and path.name.endswith((PARTIAL_SUFFIX, PARTIAL_SUFFIX + ".lock"))
+
+
+class DatasetWriter:
+    """Write one split of a harmonia dataset; the split appears whole on close, or not at all.
+
+    Files go to ``ROOT/.SPLIT.partial/`` (locked against a second writer, which refuses
+    naming this process's pid); :meth:`close` writes ``index.csv`` there, moves the folder
+    onto ``ROOT/SPLIT`` (replacing an older split of that name) and adds the split to
+    ``harmonia.json`` (created if absent). An exception inside ``with`` removes the partial
+    folder; one left by a killed writer is recognised and removed by the next writer of
+    that split (with a :class:`~harmonia.errors.HarmoniaWarning`).
     """
 
     def __init__(
@@ -328,9 +358,27 @@ class DatasetWriter:
             raise ValueError(f"split name {split!r} must use letters, digits, '.', '_' or '-'")
         if image_format not in ("png", "jpg"):
             raise ValueError("image_format must be 'png' or 'jpg'")
+        from harmonia.utils.lock import PathLock
+
         self.root = Path(root)
         self.split = split
-        self.split_dir = self.root / split
+        self.final_dir = self.root / split
+        self.split_dir = partial_split_dir(self.root, split)  # where files go until close
+        if self.final_dir.is_dir() and any(self.final_dir.iterdir()) and not (self.final_dir / INDEX_FILE).is_file():
+            # Only a split harmonia wrote is ever replaced (this may be the folder the data comes from).
+            raise FileExistsError(f"{self.final_dir}: exists and is not a harmonia split; refusing to replace it "
+                                  "(choose another output folder or split name)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = PathLock(Path(f"{self.split_dir}.lock"), f"split {split!r} of dataset {self.root}").acquire()
+        if self.split_dir.exists():
+            import shutil
+            import warnings
+
+            from harmonia.errors import HarmoniaWarning
+
+            warnings.warn(f"{self.split_dir}: removing a half-written split {split!r} left by an interrupted run",
+                          HarmoniaWarning, stacklevel=2)
+            shutil.rmtree(self.split_dir)
         for sub in ("images", "maps"):
             (self.split_dir / sub).mkdir(parents=True, exist_ok=True)
         self.image_format = image_format
@@ -381,16 +429,39 @@ class DatasetWriter:
         self.rows.append({"id": id, "label": int(label), "image": img_rel, "map": map_rel, "subjects": subj_rel})
 
     def close(self) -> None:
+        """Write the index and move the split into place (replacing an older one of that name)."""
         import io
+        import shutil
 
+        if not self._lock.held:
+            return
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.split_dir / INDEX_FILE, buf.getvalue())
-        if self.split not in self.info.splits:
-            self.info.splits.append(self.split)
+        old = self.root / f".{self.split}.replaced{PARTIAL_SUFFIX}"
+        if old.exists():
+            shutil.rmtree(old)
+        if self.final_dir.exists():
+            os.replace(self.final_dir, old)
+        os.replace(self.split_dir, self.final_dir)
+        self.split_dir = self.final_dir
+        if old.exists():
+            shutil.rmtree(old)
+        # Splits another writer added meanwhile are kept (each writer locks only its own split).
+        on_disk = read_info(self.root).splits if (self.root / META_FILE).is_file() else []
+        self.info.splits = list(dict.fromkeys([*on_disk, *self.info.splits, self.split]))
         atomic_write_text(self.root / META_FILE, json.dumps(self.info.to_json(), indent=2) + "\n")
+        self._lock.release()
+
+    def abort(self) -> None:
+        """Drop the partial split; an existing split of that name is untouched."""
+        import shutil
+
+        if self._lock.held:
+            shutil.rmtree(self.split_dir, ignore_errors=True)
+            self._lock.release()
 
     def __enter__(self) -> "DatasetWriter":
         return self
@@ -398,6 +469,8 @@ class DatasetWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
+        else:
+            self.abort()
 
 
 def _to_uint8_hwc(image: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -230,36 +229,26 @@ class TFRecordWriter:
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
+        from harmonia.utils.io import AtomicFile
+
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._f: BinaryIO | None = os.fdopen(fd, "wb")
+        self._out = AtomicFile(self.path)  # the shared writer: same permissions as every other output
         self.count = 0
 
     def write(self, data: bytes | memoryview) -> None:
         """Append one record."""
-        if self._f is None:
+        if self._out.file is None:
             raise ValueError(f"{self.path}: writer is closed")
-        self._f.write(encode_record(data))
+        self._out.file.write(encode_record(data))
         self.count += 1
 
     def close(self) -> None:
         """Flush, fsync and move the file into place."""
-        if self._f is None:
-            return
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        self._f = None
-        os.replace(self._tmp, self.path)
+        self._out.commit()
 
     def abort(self) -> None:
         """Drop the partial file."""
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-            if os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+        self._out.abort()
 
     def __enter__(self) -> "TFRecordWriter":
         return self

@@ -40,10 +40,13 @@ import torch
 import torch.nn.functional as F
 
 from harmonia.humans.blur import BLUR_METHODS, blur_maps
+from harmonia.measurements.base import Batch, Measurement
 from harmonia.metrics import Summary, dice_top, iou_top, spearman, summarize
+from harmonia.settings import CeilingSettings
+from harmonia.utils.device import resolve_device
 
-DEFAULT_REPEATS = 10
-DEFAULT_CHUNK = 32
+DEFAULT_REPEATS = CeilingSettings.repeats
+DEFAULT_CHUNK = CeilingSettings.chunk_size
 # No recorded blur: the disk rule for the maps' own short side (21 at 256, 5 at 64).
 DEFAULT_BLUR = {"method": "disk", "size": None, "sigma": None}
 
@@ -55,6 +58,60 @@ METRIC_FUNCS: dict[str, Callable[..., torch.Tensor]] = {
 _ALIASES = {"dice_top": "dice", "iou_top": "iou"}
 
 Metric = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MapPreparation:
+    """What evaluation does to a human map before scoring it, applied to both halves.
+
+    Resize to ``size`` (as :class:`~harmonia.data.HarmoniaDataset` resizes its maps), then
+    the scorer's Gaussian blur of ``blur_sigma`` px and average-pooling by ``downsample``
+    (:func:`harmonia.metrics.prepare_maps`). Blurring and pooling make maps smoother and
+    easier to agree on, for halves of human maps as for model maps, so alignment under
+    these settings is only comparable to a ceiling computed with them.
+
+    Example:
+        >>> prep = MapPreparation(size=(32, 32), blur_sigma=2.0, downsample=4)
+        >>> tuple(prep(torch.rand(3, 64, 64)).shape), prep.describe()
+        ((3, 8, 8), '--size 32, --blur 2.0, --downsample 4')
+    """
+
+    size: tuple[int, int] | None = None
+    blur_sigma: float | None = None
+    downsample: int | None = None
+
+    @classmethod
+    def of(cls, dataset: Any, scorer: Any = None) -> "MapPreparation | None":
+        """The preparation of ``dataset``'s maps by ``scorer`` (a MapScorer); None if it changes nothing."""
+        size = getattr(dataset, "size", None)
+        if size is not None and getattr(dataset, "records", None):
+            from harmonia.data.format import load_map
+
+            if tuple(load_map(dataset.records[0].map).shape) == tuple(size):
+                size = None  # the native size: resizing is a no-op
+        prep = cls(tuple(size) if size is not None else None, getattr(scorer, "blur_sigma", None),
+                   getattr(scorer, "downsample", None))
+        return None if prep == cls() else prep
+
+    def __call__(self, maps: torch.Tensor) -> torch.Tensor:
+        from harmonia.data.format import _resize
+        from harmonia.metrics import prepare_maps
+
+        if self.size is not None:
+            maps = _resize(maps, self.size)
+        return prepare_maps(maps, self.blur_sigma, self.downsample)
+
+    def config(self) -> dict[str, Any]:
+        return {"size": list(self.size) if self.size else None, "blur_sigma": self.blur_sigma,
+                "downsample": self.downsample}
+
+    def describe(self) -> str:
+        """The settings in the CLI's spelling, e.g. ``--blur 2.0``."""
+        parts = [f"--size {self.size[0]}" if self.size and self.size[0] == self.size[1] else
+                 (f"--size {self.size[0]}x{self.size[1]}" if self.size else ""),
+                 f"--blur {self.blur_sigma}" if self.blur_sigma is not None else "",
+                 f"--downsample {self.downsample}" if self.downsample is not None else ""]
+        return ", ".join(p for p in parts if p)
 
 
 @dataclass
@@ -153,6 +210,7 @@ def _chunk_scores(
     sigma: float | None,
     crop,
     floor: bool,
+    prepare: MapPreparation | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ceiling and floor (c,) of a chunk of images, each (S_i, H_i, W_i); floor NaN if c < 2."""
     c = len(subjects)
@@ -160,6 +218,8 @@ def _chunk_scores(
     for s in subjects:
         # Half means as one matrix product: weights (2K, n) @ maps (n, H*W).
         h1, h2 = _blurred_halves(s, *_half_weights(s.shape[0], repeats, rng), blur, blur_size, sigma, crop)
+        if prepare is not None:
+            h1, h2 = prepare(h1), prepare(h2)
         a.append(h1)
         b.append(h2)
     ceil = _score(a, b, metric_fn, repeats)
@@ -199,7 +259,7 @@ def _score(a: list[torch.Tensor], b: list[torch.Tensor], metric_fn, repeats: int
 
 def split_half_ceiling(
     subjects: torch.Tensor | np.ndarray,
-    metric: Metric = "spearman",
+    metric: Metric = CeilingSettings.metric,
     repeats: int = DEFAULT_REPEATS,
     blur: str = "disk",
     blur_size: int | None = 21,
@@ -227,7 +287,7 @@ def split_half_ceiling(
     _check(blur, repeats)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if device is not None:
-        s = s.to(device)
+        s = s.to(resolve_device(device))
     _, fn = resolve_metric(metric)
     ceil, _ = _chunk_scores([s], rng, repeats, fn, blur, blur_size, sigma, crop, floor=False)
     return float(ceil[0])
@@ -320,7 +380,7 @@ def _chunks(ids: Sequence[str], seed: int, chunk_size: int) -> list[np.ndarray]:
 
 def iter_ceiling_rows(
     data: Any,
-    metric: Metric = "spearman",
+    metric: Metric = CeilingSettings.metric,
     repeats: int = DEFAULT_REPEATS,
     blur: str | None = None,
     blur_size: int | None = None,
@@ -330,11 +390,13 @@ def iter_ceiling_rows(
     chunk_size: int = DEFAULT_CHUNK,
     device: str | torch.device | None = None,
     skip: set[str] | None = None,
+    prepare: MapPreparation | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """Rows ``{image_id, ceiling, floor, n_subjects}`` chunk by chunk (for stores and progress).
 
     A chunk whose images are all in ``skip`` is not computed; results are identical
     whatever is skipped (each chunk has its own seeded generator), so runs can resume.
+    ``prepare``: resize, blur and pool both blurred halves as evaluation prepares maps.
 
     Example:
         >>> data = {f"im{i}": np.random.default_rng(i).random((4, 8, 8)) for i in range(4)}
@@ -348,22 +410,30 @@ def iter_ceiling_rows(
     if seed < 0:
         raise ValueError("seed must be >= 0")
     _, fn = resolve_metric(metric)
+    device = resolve_device(device) if device is not None else None
     skip = skip or set()
     for c, idx in enumerate(_chunks(src.ids, seed, chunk_size)):
         if all(src.ids[i] in skip for i in idx):
             continue
-        subs = [src.load(int(i)) for i in idx]
-        if device is not None:
-            subs = [s.to(device) for s in subs]
-        for i, s in zip(idx, subs):
-            if s.shape[0] < 2:
-                raise ValueError(f"{src.ids[i]}: a split-half ceiling needs >= 2 subject maps, got {s.shape[0]}")
-        rng = np.random.default_rng([seed, c])
-        ceil, flo = _chunk_scores(subs, rng, repeats, fn, method, size, sig, crop, floor=True)
-        yield [
-            {"image_id": src.ids[i], "ceiling": float(ceil[j]), "floor": float(flo[j]), "n_subjects": int(subs[j].shape[0])}
-            for j, i in enumerate(idx)
-        ]
+        yield _chunk_rows(src, c, idx, fn, repeats, (method, size, sig), crop, seed, device, prepare)
+
+
+def _chunk_rows(src: "_Source", c: int, idx: Sequence[int], fn: Callable, repeats: int, blur: tuple,
+                crop: Any, seed: int, device: Any, prepare: MapPreparation | None = None) -> list[dict[str, Any]]:
+    """The rows of chunk ``c`` (images ``idx``): its own seeded generator, so any chunk can be
+    computed alone (resuming) with the same numbers."""
+    subs = [src.load(int(i)) for i in idx]
+    if device is not None:
+        subs = [s.to(device) for s in subs]
+    for i, s in zip(idx, subs):
+        if s.shape[0] < 2:
+            raise ValueError(f"{src.ids[i]}: a split-half ceiling needs >= 2 subject maps, got {s.shape[0]}")
+    rng = np.random.default_rng([seed, c])
+    ceil, flo = _chunk_scores(subs, rng, repeats, fn, *blur, crop, floor=True, prepare=prepare)
+    return [
+        {"image_id": src.ids[i], "ceiling": float(ceil[j]), "floor": float(flo[j]), "n_subjects": int(subs[j].shape[0])}
+        for j, i in enumerate(idx)
+    ]
 
 
 def result_from_rows(rows: Iterable[Mapping[str, Any]], settings: dict[str, Any] | None = None) -> CeilingResult:
@@ -379,7 +449,7 @@ def result_from_rows(rows: Iterable[Mapping[str, Any]], settings: dict[str, Any]
 
 def dataset_ceiling(
     data: Any,
-    metric: Metric = "spearman",
+    metric: Metric = CeilingSettings.metric,
     repeats: int = DEFAULT_REPEATS,
     blur: str | None = None,
     blur_size: int | None = None,
@@ -389,6 +459,7 @@ def dataset_ceiling(
     chunk_size: int = DEFAULT_CHUNK,
     device: str | torch.device | None = None,
     progress: Callable[[int, int], None] | None = None,
+    prepare: MapPreparation | None = None,
 ) -> CeilingResult:
     """Split-half ceiling and cross-image floor of every image, and their dataset means.
 
@@ -396,7 +467,8 @@ def dataset_ceiling(
     id -> (S, H, W) maps, or a sequence of (id, maps) pairs / {"id", "subjects"} dicts.
     ``blur=None`` takes the blur recorded in the dataset metadata (``extra.subjects_blur``,
     written by ``harmonia data clicks``), else a disk sized by the maps' short side (21 at
-    256 px). Maps are used at their stored size.
+    256 px). Maps are used at their stored size, unless ``prepare`` (a
+    :class:`MapPreparation`) resizes, blurs or pools the halves as evaluation does.
 
     Example:
         >>> g = np.random.default_rng(0)
@@ -409,23 +481,28 @@ def dataset_ceiling(
     rows: list[dict[str, Any]] = []
     if progress:
         progress(0, len(src.ids))
-    for chunk in iter_ceiling_rows(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, device):
+    for chunk in iter_ceiling_rows(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, device,
+                                   prepare=prepare):
         rows.extend(chunk)
         if progress:
             progress(len(rows), len(src.ids))
-    settings = ceiling_settings(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size)
+    settings = ceiling_settings(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, prepare)
     return result_from_rows(rows, settings)
 
 
 def ceiling_settings(data: Any, metric: Metric, repeats: int, blur: str | None, blur_size: int | None,
-                     sigma: float | None, crop, seed: int, chunk_size: int) -> dict[str, Any]:
+                     sigma: float | None, crop, seed: int, chunk_size: int,
+                     prepare: MapPreparation | None = None) -> dict[str, Any]:
     """The settings that determine a ceiling's numbers (blur resolved from metadata)."""
     method, size, sig = _resolve_blur(getattr(data, "info", None), blur, blur_size, sigma)
-    return {
+    settings = {
         "metric": resolve_metric(metric)[0], "repeats": int(repeats), "blur": method, "blur_size": size, "sigma": sig,
         "crop": list(crop) if isinstance(crop, tuple) else crop, "seed": int(seed), "chunk_size": int(chunk_size),
         "bootstrap": "ceil(n/2) per half",
     }
+    if prepare is not None:  # only when set: the keys of plain ceilings stay as they were
+        settings["prepare"] = prepare.config()
+    return settings
 
 
 # --------------------------------------------------------------------------------------
@@ -457,11 +534,115 @@ class CeilingRun:
     result: CeilingResult
 
 
+class HumanCeiling(Measurement):
+    """Split-half ceiling and cross-image floor per image, as a measurement (no model).
+
+    Items are images; a batch is one of the seeded chunks (``chunk_size`` is a setting: the
+    chunks decide which images the floor compares), computed whole, so a resumed run gives
+    the numbers of an uninterrupted one.
+
+    Example:
+        >>> g = np.random.default_rng(0)
+        >>> data = {f"im{i}": g.random((4, 8, 8)) for i in range(4)}
+        >>> from harmonia.measurements import run
+        >>> res = run(HumanCeiling(blur="none", repeats=2), None, data)
+        >>> len(res.rows), sorted(res.headline)
+        (4, ['ceiling_mean', 'floor_mean', 'n_images'])
+    """
+
+    kind = "ceiling"
+    version = "1"
+    uses_model = False
+    default_batch_size = None  # batches are the seeded chunks
+
+    def __init__(self, metric: Metric = CeilingSettings.metric, repeats: int = DEFAULT_REPEATS, blur: str | None = None,
+                 blur_size: int | None = None, sigma: float | None = None, crop: int | tuple[int, int] | None = None,
+                 seed: int = 0, chunk_size: int = DEFAULT_CHUNK, device: str | torch.device | None = None,
+                 map_prep: MapPreparation | None = None) -> None:
+        resolve_metric(metric)  # validate before any work
+        self.map_prep = map_prep  # resize / blur / pool both halves as evaluation prepares maps
+        self.metric, self.repeats, self.blur, self.blur_size, self.sigma = metric, repeats, blur, blur_size, sigma
+        self.crop, self.seed, self.chunk_size = crop, seed, chunk_size
+        self.device = resolve_device(device) if device is not None else None  # checked before any work
+        self._src: _Source | None = None
+        self._src_of: Any = None
+
+    def _options(self) -> tuple:
+        return (self.metric, self.repeats, self.blur, self.blur_size, self.sigma, self.crop, self.seed, self.chunk_size,
+                self.map_prep)
+
+    def source(self, data: Any) -> "_Source":
+        if self._src is None or self._src_of is not data:
+            self._src, self._src_of = (data if isinstance(data, _Source) else _Source(data)), data
+        return self._src
+
+    def check(self, model: Any, data: Any) -> None:
+        src = self.source(data)
+        method, _, _ = _resolve_blur(src.info, self.blur, self.blur_size, self.sigma)
+        _check(method, self.repeats)
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
+        _chunks(src.ids, self.seed, self.chunk_size)  # validates chunk_size
+
+    def settings(self) -> dict[str, Any]:
+        return {"metric": resolve_metric(self.metric)[0], "repeats": int(self.repeats), "blur": self.blur,
+                "blur_size": self.blur_size, "sigma": self.sigma,
+                "crop": list(self.crop) if isinstance(self.crop, tuple) else self.crop, "seed": int(self.seed),
+                "chunk_size": int(self.chunk_size),
+                **({"prepare": self.map_prep.config()} if self.map_prep is not None else {})}
+
+    def data_key(self, data: Any, store: Any) -> Any:
+        from harmonia.store import array_digest, dataset_fingerprint
+
+        if store is None:
+            return None
+        if callable(self.metric):
+            raise ValueError("a custom metric function cannot be cached in the store; pass its name or store=None")
+        if hasattr(data, "records") and hasattr(data, "split_dir"):  # the subject files, not the images
+            return dataset_fingerprint(_SubjectFiles(data), digest=store.file_digest)
+        src = self.source(data)
+        return {"ids": src.ids, "maps": array_digest(*(src.load(i).cpu().numpy() for i in range(len(src.ids))))}
+
+    def items(self, data: Any) -> list[str]:
+        return list(self.source(data).ids)
+
+    def meta(self, model: Any, data: Any) -> dict[str, Any]:
+        return {"dataset": str(getattr(data, "root", "")), "split": getattr(data, "split", None),
+                "synthetic": bool(getattr(getattr(data, "info", None), "synthetic", False)),
+                **ceiling_settings(self.source(data), *self._options())}
+
+    def prepare(self, model: Any, data: Any, data_key: Any) -> "_Source":
+        return self.source(data)
+
+    def batches(self, data: Any, ids: list[str], index: list[int], batch_size: int | None) -> Iterator[Batch]:
+        src, todo = self.source(data), set(ids)
+        for c, idx in enumerate(_chunks(src.ids, self.seed, self.chunk_size)):
+            if any(src.ids[i] in todo for i in idx):
+                yield Batch([src.ids[i] for i in idx], [int(i) for i in idx], c)
+
+    def compute(self, src: "_Source", batch: Batch) -> list[dict[str, Any]]:
+        method, size, sig = _resolve_blur(src.info, self.blur, self.blur_size, self.sigma)
+        return _chunk_rows(src, batch.data, batch.index, resolve_metric(self.metric)[1], self.repeats,
+                           (method, size, sig), self.crop, self.seed, self.device, self.map_prep)
+
+    def result(self, rows: list[dict[str, Any]], data: Any) -> CeilingResult:
+        return result_from_rows(rows, ceiling_settings(self.source(data), *self._options()))
+
+    def aggregate(self, rows: list[dict[str, Any]], data: Any) -> dict[str, Any]:
+        return self.result(rows, data).aggregates()
+
+    def headline(self, agg: dict[str, Any]) -> dict[str, Any]:
+        return {"n_images": agg["n_images"], "ceiling_mean": agg["ceiling"]["mean"], "floor_mean": agg["floor"]["mean"]}
+
+    def reaggregate_cached(self) -> bool:
+        return False  # rows and settings decide the aggregates
+
+
 def run_ceiling(
     dataset: Any,
     store: Any | None = None,
     *,
-    metric: Metric = "spearman",
+    metric: Metric = CeilingSettings.metric,
     repeats: int = DEFAULT_REPEATS,
     blur: str | None = None,
     blur_size: int | None = None,
@@ -472,8 +653,10 @@ def run_ceiling(
     device: str | torch.device | None = None,
     recompute: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    prepare: MapPreparation | None = None,
 ) -> CeilingRun:
-    """:func:`dataset_ceiling` of a :class:`HarmoniaDataset`, cached and resumable in a results store.
+    """:func:`dataset_ceiling` of a :class:`HarmoniaDataset`, cached and resumable in a results store
+    (:class:`HumanCeiling` through :func:`harmonia.measurements.run`).
 
     The key covers the subject files' content (not the images), the split and every
     setting; per-image rows are committed chunk by chunk, so an interrupted run resumes.
@@ -482,39 +665,11 @@ def run_ceiling(
         >>> run = run_ceiling(HarmoniaDataset("data/clicks"), ResultStore("r.sqlite"))  # doctest: +SKIP
         >>> run.result.ceiling.mean, run.cached  # doctest: +SKIP
     """
-    from harmonia.store import cache_key, dataset_fingerprint
+    from harmonia.measurements import progress_events, run
 
-    src = _Source(dataset)
-    if callable(metric) and store is not None:
-        raise ValueError("a custom metric function cannot be cached in the store; pass its name or store=None")
-    settings = ceiling_settings(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size)
-    if store is None:
-        return CeilingRun("", False, dataset_ceiling(src, metric, repeats, blur, blur_size, sigma, crop, seed,
-                                                     chunk_size, device, progress))
-    fingerprint = dataset_fingerprint(_SubjectFiles(dataset), digest=store.file_digest)
-    key = cache_key({"kind": "ceiling", **settings, "dataset": fingerprint})
-    run = store.get_run(key)
-    if run is not None and recompute:
-        store.delete_run(key)
-        run = None
-    if run is not None and run.status == "complete":
-        return CeilingRun(key, True, result_from_rows(store.rows(key), settings))
-    meta = {"dataset": str(getattr(dataset, "root", "")), "split": getattr(dataset, "split", None),
-            "synthetic": bool(getattr(getattr(dataset, "info", None), "synthetic", False)), **settings}
-    store.start_run(key, kind="ceiling", meta=meta)
-    done = store.done_ids(key)
-    total = len(src.ids)
-    finished = len(done & set(src.ids))
-    if progress:
-        progress(finished, total)
-    for rows in iter_ceiling_rows(src, metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, device, skip=done):
-        store.add_rows(key, rows)  # one transaction per chunk
-        finished += sum(r["image_id"] not in done for r in rows)
-        if progress:
-            progress(finished, total)
-    res = result_from_rows([r for r in store.rows(key) if r["image_id"] in set(src.ids)], settings)
-    store.finish_run(key, res.aggregates())
-    return CeilingRun(key, False, res)
+    m = HumanCeiling(metric, repeats, blur, blur_size, sigma, crop, seed, chunk_size, device, map_prep=prepare)
+    res = run(m, None, dataset, store=store, recompute=recompute, on_event=progress_events(progress))
+    return CeilingRun(res.key, res.cached, m.result(res.rows, dataset))
 
 
 def ceiling_for(dataset: Any, store: Any | None = None, **settings: Any) -> float | None:

@@ -54,6 +54,7 @@ import pandas as pd
 import torch
 
 from harmonia.humans.blur import BLUR_METHODS, MAX_NATIVE_BLUR, blur_maps, native_blur_size
+from harmonia.utils.device import resolve_device
 
 # Canonical field -> accepted column names (first present wins; `columns=` overrides).
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -623,7 +624,7 @@ def _iter_processed(
     labels = np.full(n_img, -1, dtype=np.int64)
     if kept.label is not None:
         labels = kept.label[first_trial[:-1]]
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = resolve_device(device) if device is not None else torch.device("cpu")
 
     for b0 in range(0, n_img, batch):
         imgs = np.arange(b0, min(b0 + batch, n_img))
@@ -758,6 +759,8 @@ def clicks_to_dataset(
     from harmonia.data.format import DatasetWriter, load_image
 
     filt = filter or ClickFilter()
+    if device is not None:
+        resolve_device(device)  # an unusable device is an error before the table is read
     if isinstance(table, pd.DataFrame):
         table = ClickTable.from_frame(table, columns)
     elif not isinstance(table, ClickTable):

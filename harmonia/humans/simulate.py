@@ -42,24 +42,24 @@ Example:
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from harmonia.data.format import INDEX_FILE, META_FILE, DatasetWriter, read_info
-from harmonia.humans.blur import blur_maps, native_blur_size
+from harmonia.data.format import INDEX_FILE, META_FILE, DatasetWriter, is_partial_entry, partial_split_dir, read_info
+from harmonia.humans.blur import blur_maps
 from harmonia.humans.clicks import subject_click_maps
-from harmonia.humans.simulate_participants import ParticipantModel, simulate_clicks
+from harmonia.humans.simulate_participants import simulate_clicks
 from harmonia.humans.simulate_render import (
-    MAX_CLASSES, PART_RADIUS, PART_SHAPES, Sample, check_part_radius, render_sample,
+    PART_SHAPES, Sample, render_sample,
 )  # fmt: skip
+from harmonia.settings import SimulationConfig
 from harmonia.utils.io import atomic_write_text
+from harmonia.utils.lock import LOCK_FILE, folder_lock
 
 SPLITS = ("train", "test", "test_shortcut_broken", "test_no_cue")
 NO_CUE = -1  # shortcut_class of test_no_cue images: the square codes no class
@@ -75,69 +75,6 @@ DESCRIPTION = (
 )
 # Images blurred together: one vectorised blur call per chunk, memory stays flat.
 _CHUNK = 64
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    """Everything that determines a simulated ClickMe data set (stored in harmonia.json).
-
-    ``blur_size`` None means the ClickMe setting (disk of 21 px at 256 px) scaled to the
-    image size (:func:`harmonia.humans.blur.native_blur_size`; 5 px at 64 px).
-
-    Example:
-        >>> cfg = SimulationConfig(n_train=100, seed=4)
-        >>> SimulationConfig.from_json(cfg.to_json()) == cfg, cfg.effective_blur_size
-        (True, 5)
-    """
-
-    n_train: int = 3000
-    n_test: int = 1000
-    image_size: int = 64
-    n_classes: int = 8
-    shortcut_rate: float = 0.9
-    n_subjects: int = 10
-    seed: int = 0
-    train_subjects: bool = False
-    blur_size: int | None = None
-    part_radius: tuple[float, float] = PART_RADIUS
-    participants: ParticipantModel = field(default_factory=ParticipantModel)
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad setting."""
-        if not 2 <= self.n_classes <= MAX_CLASSES:
-            raise ValueError(f"n_classes must be between 2 and {MAX_CLASSES}, got {self.n_classes}")
-        if not 0.0 <= self.shortcut_rate <= 1.0:
-            raise ValueError(f"shortcut_rate must be in [0, 1], got {self.shortcut_rate}")
-        if self.image_size < 32:
-            raise ValueError(f"image_size must be at least 32, got {self.image_size}")
-        if self.n_train < 1 or self.n_test < 1:
-            raise ValueError("n_train and n_test must be at least 1")
-        if self.n_subjects < 1:
-            raise ValueError(f"n_subjects must be at least 1, got {self.n_subjects}")
-        check_part_radius(self.part_radius)
-        if self.blur_size is not None and (self.blur_size < 1 or self.blur_size % 2 == 0):
-            raise ValueError(f"blur_size must be a positive odd number, got {self.blur_size}")
-
-    @property
-    def effective_blur_size(self) -> int:
-        return self.blur_size if self.blur_size is not None else native_blur_size(self.image_size)
-
-    def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["effective_blur_size"] = self.effective_blur_size
-        return d
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "SimulationConfig":
-        """Inverse of :meth:`to_json` (e.g. ``harmonia.json``'s ``extra["simulation"]``): remake a data set."""
-        obj = {k: tuple(v) if k == "part_radius" else v for k, v in obj.items() if k != "effective_blur_size"}
-        part = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(obj.pop("participants", {})).items()}
-        unknown = (set(obj) - {f.name for f in dataclasses.fields(cls)}) | (
-            set(part) - {f.name for f in dataclasses.fields(ParticipantModel)}
-        )
-        if unknown:
-            raise ValueError(f"unknown simulation settings: {sorted(unknown)}")
-        return cls(**obj, participants=ParticipantModel(**part))
 
 
 def plan_split(
@@ -162,20 +99,64 @@ def plan_split(
     return labels, np.where(agree, labels, other)
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _prepare_out(out: Path, cfg: SimulationConfig, overwrite: bool) -> list[str]:
+    """Make ``out`` ready; returns the splits a half-written run with the same settings already wrote.
+
+    An interrupted run leaves complete splits (listed in harmonia.json, with its settings) and
+    at most one ``.SPLIT.partial`` folder: the same command resumes it, ``--overwrite`` replaces it.
+    """
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out}: not empty; choose another folder or pass overwrite=True (--overwrite)")
-        if not (out / META_FILE).is_file():
-            # Only ever delete something we recognise as a data set.
+    entries = [p for p in out.iterdir() if not is_partial_entry(p) and p.name != LOCK_FILE] if out.is_dir() else []
+    if not entries:
+        out.mkdir(parents=True, exist_ok=True)
+        return []
+    done: list[str] = []
+    same = False
+    if (out / META_FILE).is_file():
+        info = read_info(out)
+        done = [s for s in SPLITS if s in info.splits]
+        try:
+            same = SimulationConfig.from_json(info.extra.get("simulation") or {}) == cfg
+        except (TypeError, ValueError):
+            same = False
+        ours = True  # a harmonia dataset: --overwrite may replace it
+    else:
+        ours = _interrupted_before_any_split(out, entries)
+    if not ours:
+        # Only ever delete something we recognise as a data set.
+        if overwrite:
             raise FileExistsError(f"{out}: not empty and not a harmonia dataset; refusing to overwrite it")
-        for split in SPLITS:
-            if (out / split).is_dir():
-                shutil.rmtree(out / split)
-        (out / META_FILE).unlink()
-    out.mkdir(parents=True, exist_ok=True)
+        raise FileExistsError(f"{out}: not empty; choose another folder or pass overwrite=True (--overwrite)")
+    half = f"a half-written simulated dataset ({len(done)} of {len(SPLITS)} splits: {', '.join(done) or 'none'})"
+    if not overwrite:
+        if len(done) == len(SPLITS):
+            what = "this simulated dataset" if same else "a simulated dataset made with other settings"
+            raise FileExistsError(f"{out}: not empty (holds {what}); choose another folder or pass "
+                                  "overwrite=True (--overwrite)")
+        if same:
+            import warnings
+
+            from harmonia.errors import HarmoniaWarning
+
+            # Resume: each split is drawn from its own seeds, so the rest comes out identical.
+            warnings.warn(f"{out}: finishing {half} left by an interrupted run with the same settings",
+                          HarmoniaWarning, stacklevel=3)
+            return done
+        raise FileExistsError(f"{out}: holds {half} made with other settings; re-run with those settings to "
+                              "finish it, or pass overwrite=True (--overwrite) to replace it")
+    for split in SPLITS:
+        for p in (out / split, partial_split_dir(out, split)):
+            if p.is_dir():
+                shutil.rmtree(p)
+    (out / META_FILE).unlink(missing_ok=True)
+    return []
+
+
+def _interrupted_before_any_split(out: Path, entries: list[Path]) -> bool:
+    """True if ``out`` holds only split folders of an older harmonia's run killed in its first split."""
+    allowed = {"images", "maps", "subjects", META_CSV, INDEX_FILE}
+    return all(p.is_dir() and p.name in SPLITS and {q.name for q in p.iterdir()} <= allowed for p in entries)
 
 
 @contextmanager
@@ -258,7 +239,7 @@ def _write_split(
         w = csv.DictWriter(buf, fieldnames=_META_COLUMNS, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-        atomic_write_text(out / split / META_CSV, buf.getvalue())
+        atomic_write_text(writer.split_dir / META_CSV, buf.getvalue())
 
 
 def _meta_row(id: str, label: int, cue: int, classes: list[str], s: Sample, subj: np.ndarray) -> dict[str, Any]:
@@ -278,15 +259,15 @@ def _meta_row(id: str, label: int, cue: int, classes: list[str], s: Sample, subj
 def simulate_clickme(
     out_dir: str | Path,
     *,
-    n_train: int = 3000,
-    n_test: int = 1000,
-    image_size: int = 64,
-    n_classes: int = 8,
-    shortcut_rate: float = 0.9,
-    n_subjects: int = 10,
-    seed: int = 0,
-    train_subjects: bool = False,
-    part_radius: tuple[float, float] = PART_RADIUS,
+    n_train: int = SimulationConfig.n_train,
+    n_test: int = SimulationConfig.n_test,
+    image_size: int = SimulationConfig.image_size,
+    n_classes: int = SimulationConfig.n_classes,
+    shortcut_rate: float = SimulationConfig.shortcut_rate,
+    n_subjects: int = SimulationConfig.n_subjects,
+    seed: int = SimulationConfig.seed,
+    train_subjects: bool = SimulationConfig.train_subjects,
+    part_radius: tuple[float, float] = SimulationConfig.part_radius,
     overwrite: bool = False,
     progress: bool | Callable[[int, int], None] = True,
 ) -> Path:
@@ -330,7 +311,14 @@ def simulate_from_config(
     """
     cfg.validate()
     out = Path(out_dir)
-    _prepare_out(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "dataset"):  # a second `data simulate` into the same folder refuses
+        return _simulate_locked(out, cfg, overwrite, progress)
+
+
+def _simulate_locked(out: Path, cfg: SimulationConfig, overwrite: bool,
+                     progress: bool | Callable[[int, int], None]) -> Path:
+    done_splits = _prepare_out(out, cfg, overwrite)
     extra = {
         "simulation": cfg.to_json(),
         "generator": "harmonia.humans.simulate",
@@ -353,6 +341,9 @@ def simulate_from_config(
             update(done, total)
 
         for split in SPLITS:
+            if split in done_splits:  # written by an interrupted run with the same settings
+                tick(cfg.n_train if split == "train" else cfg.n_test)
+                continue
             _write_split(out, split, cfg, extra, tick)
     return out
 

@@ -19,32 +19,11 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
 from harmonia.humans.simulate_render import Sample
-
-
-@dataclass(frozen=True)
-class ParticipantModel:
-    """How simulated participants click (all distances in units of the part's half-size).
-
-    Per participant: share of clicks on the part ~ Beta(*part_beta), share anywhere in the
-    image ~ Beta(*anywhere_beta), the rest on the body; scatter around the part centre
-    ~ Uniform(*scatter); a personal aim offset ~ Normal(0, offset).
-
-    Example:
-        >>> ParticipantModel(min_clicks=3).max_clicks
-        20
-    """
-
-    min_clicks: int = 5
-    max_clicks: int = 20
-    part_beta: tuple[float, float] = (6.0, 3.0)  # mean 0.67
-    anywhere_beta: tuple[float, float] = (1.2, 12.0)  # mean 0.09
-    scatter: tuple[float, float] = (0.6, 1.4)
-    offset: float = 0.5
+from harmonia.settings import ParticipantModel
 
 
 def simulate_clicks(

@@ -34,6 +34,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from harmonia.settings import SimulationConfig
+
 # Texture photos shipped inside the scikit-image wheel (read from disk, never fetched).
 TEXTURES = ("brick.png", "grass.png", "gravel.png", "coffee.png", "chelsea.png", "rocket.jpg")
 
@@ -173,7 +175,7 @@ def _contrasting_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     return np.array(body, np.float32), np.array(part, np.float32)
 
 
-PART_RADIUS = (4.5, 6.0)  # half-size range of the part, pixels at 64 px (scales with the image)
+PART_RADIUS = SimulationConfig.part_radius  # half-size range of the part, pixels at 64 px (scales with the image)
 
 
 def check_part_radius(part_radius: tuple[float, float]) -> None:

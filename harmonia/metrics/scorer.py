@@ -58,6 +58,24 @@ class MapScorer:
         if not 0.0 <= self.q <= 1.0:
             raise ValueError(f"q must be in [0, 1], got {self.q}")
 
+    def check_map_size(self, height: int, width: int) -> None:
+        """Raise :class:`~harmonia.errors.UserError` if ``downsample`` leaves fewer than 2 x 2
+        pixels of ``height x width`` maps (nothing left to rank: every score would be NaN).
+
+        Example:
+            >>> MapScorer(downsample=100).check_map_size(64, 64)
+            Traceback (most recent call last):
+            ...
+            harmonia.errors.UserError: --downsample 100 leaves 1x1 of the 64x64 maps (nothing to rank); use at most 63
+        """
+        from harmonia.errors import UserError
+
+        if self.downsample is not None and self.downsample > 1:
+            out = (math.ceil(height / self.downsample), math.ceil(width / self.downsample))
+            if min(out) < 2:
+                raise UserError(f"--downsample {self.downsample} leaves {out[0]}x{out[1]} of the {height}x{width} maps "
+                                f"(nothing to rank); use at most {min(height, width) - 1}")
+
     def _needs(self) -> tuple[bool, float | None]:
         # what map_stats must compute for these metrics: ranks, and the top-mask quantile
         return "spearman" in self.metrics, (self.q if {"dice", "iou"} & set(self.metrics) else None)

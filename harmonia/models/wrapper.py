@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from harmonia.store.keys import hash_state_dict
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -182,6 +184,9 @@ class HarmoniaModel(nn.Module):
         class_names: list of class names when known, else None.
         build_kwargs: JSON-able keyword arguments the architecture was built with
             (e.g. ``{"img_size": 32}``), recorded in checkpoints.
+        init_seed: the seed its random weights were drawn with (``load(..., pretrained=False,
+            seed=S)``), else None; shown with stored results. The weights themselves are what
+            the fingerprint hashes.
         safe_attention: when True (default) attention runs with the math SDPA kernel
             whenever autograd is on, so double back-propagation works for ViTs too.
         fast_double_backward: when True (default) grouped / depthwise convolutions run,
@@ -221,6 +226,7 @@ class HarmoniaModel(nn.Module):
             raise ValueError(f"num_classes={num_classes} but {len(self.class_names)} class names")
         self._num_classes = num_classes
         self.build_kwargs = dict(build_kwargs or {})
+        self.init_seed: int | None = None
         self.safe_attention = safe_attention
         self.fast_double_backward = fast_double_backward
         pp = preprocessing or Preprocessing()
@@ -324,14 +330,7 @@ class HarmoniaModel(nn.Module):
             h = hashlib.blake2b(digest_size=16)
             h.update(json.dumps(self.preprocessing.to_json(), sort_keys=True).encode())
             h.update(type(self.net).__qualname__.encode())
-            for key, value in self.net.state_dict().items():
-                h.update(key.encode())
-                if not isinstance(value, torch.Tensor):
-                    h.update(repr(value).encode())
-                    continue
-                t = value.detach().to("cpu").contiguous()
-                h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            hash_state_dict(h, self.net.state_dict())
             self._fingerprint = h.hexdigest()
             self._stamp = stamp
         return self._fingerprint
@@ -347,6 +346,7 @@ class HarmoniaModel(nn.Module):
             "source": self.source,
             "preprocessing": self.preprocessing.to_json(),
             "num_classes": self.num_classes,
+            "init_seed": self.init_seed,
             "fingerprint": self.fingerprint(),
         }
 

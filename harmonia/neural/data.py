@@ -106,7 +106,7 @@ def save_recording(rec: NeuralRecording, root: str | Path) -> None:
     root = Path(root)
     (root / "stimuli").mkdir(parents=True, exist_ok=True)
     files = []
-    for i, sid in enumerate(rec.stimulus_ids):
+    for i in range(len(rec.stimulus_ids)):
         name = f"{i:05d}.png"
         arr = (np.clip(rec.images[i].transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
         buf = io.BytesIO()
@@ -170,7 +170,7 @@ def decode_images(openers: Sequence[Any], size: tuple[int, int] | None = None, n
     from PIL import Image
 
     out = []
-    for i, opener in enumerate(openers):
+    for opener in openers:
         with opener() as f, Image.open(f) as im:
             im = im.convert("RGB")
             if size is not None and im.size != (size[1], size[0]):

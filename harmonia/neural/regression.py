@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from harmonia.settings import NeuralSettings
+
 Folds = Sequence[np.ndarray]  # test indices of each fold; training = the rest
 
 
@@ -74,7 +76,7 @@ class PLS:
     speed comes from. ``scale=False`` is Brain-Score's setting; scikit-learn's default is True.
     """
 
-    n_components: int = 25
+    n_components: int = NeuralSettings.n_components
     scale: bool = False
 
     def fit(self, X: torch.Tensor, Y: torch.Tensor) -> "PLS":

@@ -20,21 +20,99 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from harmonia.measurements import Measurement, run
 from harmonia.neural.data import NeuralRecording
-from harmonia.neural.score import LayerScore, SweepResult, score_recording
-from harmonia.store import ResultStore, array_digest, cache_key
+from harmonia.neural.features import default_layers
+from harmonia.neural.score import LayerScore, SweepResult, score_recording, sweep_header
+from harmonia.store import ResultStore, array_digest, model_key
 
 KIND = "neural"
+RUNTIME_OPTIONS = ("progress", "batch_size")  # never change a number: not in the key
 
 
-def _model_id(model: torch.nn.Module) -> dict[str, Any]:
-    fp = getattr(model, "fingerprint", None)
-    return {"fingerprint": fp() if callable(fp) else None, "name": getattr(model, "name", type(model).__name__)}
+class NeuralSweep(Measurement):
+    """A layer sweep on a neural recording as a measurement: the items are the layers.
+
+    All layers are scored in one call by default (one forward pass per image batch feeds
+    every layer); each layer's score depends on that layer only, so any split gives the
+    same rows. Options are those of :func:`harmonia.neural.score.score_recording`.
+
+    Example:
+        >>> from harmonia.neural.simulate import simulate_spatial, ground_truth_model
+        >>> rec = simulate_spatial(n_images=4, n_neurons=3, grid=(5, 5), seed=0)
+        >>> res = run(NeuralSweep(n_components=3), ground_truth_model(0), rec)
+        >>> [r["layer"] for r in res.rows][:2], sorted(res.headline)[:2]
+        (['block1', 'block2'], ['best_layer', 'ceiled'])
+    """
+
+    kind = KIND
+    version = "1"
+    default_batch_size = None  # all layers at once
+
+    def __init__(self, **kw: Any) -> None:
+        self.kw = kw
+        self.layers: list[str] = list(kw["layers"]) if kw.get("layers") else []
+
+    def check(self, model: Any, data: NeuralRecording) -> None:
+        if not self.kw.get("layers"):  # the model's default sweep
+            self.layers = default_layers(getattr(model, "net", model))
+
+    def settings(self) -> dict[str, Any]:
+        settings = {k: v for k, v in self.kw.items() if k not in RUNTIME_OPTIONS}
+        if settings.get("pca_images") is not None:  # arrays are keyed by content, not stored in the key
+            settings["pca_images"] = array_digest(np.asarray(settings["pca_images"], dtype=np.float32))
+        return settings
+
+    def data_key(self, data: NeuralRecording, store: ResultStore | None) -> Any:
+        return data.fingerprint_settings()
+
+    def items(self, data: NeuralRecording) -> list[str]:
+        return [f"{i:03d}:{layer}" for i, layer in enumerate(self.layers)]  # ids sort in sweep order
+
+    def meta(self, model: Any, data: NeuralRecording) -> dict[str, Any]:
+        settings = sweep_header(data, self.layers, **self._score_kw())[2]
+        return {"model": getattr(model, "name", type(model).__name__), "model_fingerprint": model_key(model),
+                "init_seed": getattr(model, "init_seed", None), "data": data.name, "synthetic": data.synthetic,
+                "benchmark": data.kind, **settings}
+
+    def _score_kw(self) -> dict[str, Any]:
+        return {k: v for k, v in self.kw.items() if k != "layers"}
+
+    def prepare(self, model: Any, data: NeuralRecording, data_key: Any) -> tuple[Any, NeuralRecording]:
+        return model, data
+
+    def compute(self, ctx: tuple[Any, NeuralRecording], batch: Any) -> list[dict[str, Any]]:
+        model, rec = ctx
+        layers = [self.layers[i] for i in batch.index]
+        res = score_recording(model, rec, layers=layers, **self._score_kw())
+        return [{"item_id": item, **l.row()} for item, l in zip(batch.ids, res.layers)]
+
+    def aggregate(self, rows: list[dict[str, Any]], data: NeuralRecording) -> dict[str, Any]:
+        return aggregates(self.sweep(rows, data))
+
+    def sweep(self, rows: list[dict[str, Any]], data: NeuralRecording, agg: dict[str, Any] | None = None) -> SweepResult:
+        """The :class:`SweepResult` of a run's rows (its ceiling and settings from the run's
+        aggregates ``agg`` when given, else computed from the recording)."""
+        if agg is not None:
+            nan_if_none = lambda v: math.nan if v is None else v  # noqa: E731 (runs migrated from a v1 store)
+            ceiling, kind, settings, reliability = (nan_if_none(agg["ceiling"]), agg["ceiling_kind"], agg["settings"],
+                                                    nan_if_none(agg.get("reliability")))
+        else:
+            ceiling, kind, settings, reliability = sweep_header(data, self.layers, **self._score_kw())
+        layers = [LayerScore(r["layer"], r["score"], r["ceiled"], int(r["n_features"]), list(r["per_neuron"]),
+                             r.get("map_spearman", math.nan), r.get("map_spearman_down", math.nan)) for r in rows]
+        return SweepResult(data.kind, layers, ceiling, kind, settings, reliability)
+
+    def headline(self, agg: dict[str, Any]) -> dict[str, Any]:
+        return {k: agg[k] for k in ("best_layer", "score", "ceiled", "map_spearman", "ceiling")}
+
+    def reaggregate_cached(self) -> bool:
+        return False
 
 
 def run_neural(
@@ -42,27 +120,17 @@ def run_neural(
     rec: NeuralRecording,
     store: ResultStore | None = None,
     recompute: bool = False,
+    progress: Callable[[int, int], None] | None = None,
     **kw: Any,
 ) -> tuple[SweepResult, bool]:
-    """Score ``rec`` (spatial or flat) with every layer, caching in ``store``; returns (result, cached)."""
-    mid = _model_id(model)
-    settings = {k: v for k, v in kw.items() if k != "progress"}
-    if settings.get("pca_images") is not None:  # arrays are keyed by content, not stored in the key
-        settings["pca_images"] = array_digest(np.asarray(settings["pca_images"], dtype=np.float32))
-    key = cache_key({"kind": KIND, "model": mid["fingerprint"], "data": rec.fingerprint_settings(), "settings": settings})
-    if store is not None and not recompute:
-        run = store.get_run(key)
-        if run is not None and run.status == "complete" and run.aggregates:
-            return _from_store(store, key, run.aggregates), True
-    res = score_recording(model, rec, **kw)
-    if store is not None:
-        if recompute:
-            store.delete_run(key)
-        meta = {"model": mid["name"], "data": rec.name, "synthetic": rec.synthetic, "benchmark": res.kind, **res.settings}
-        store.start_run(key, KIND, meta)
-        store.add_rows(key, [{"image_id": f"{i:03d}:{l.layer}", **l.row()} for i, l in enumerate(res.layers)])
-        store.finish_run(key, aggregates(res))
-    return res, False
+    """Score ``rec`` (spatial or flat) with every layer, caching in ``store``; returns (result, cached).
+
+    :class:`NeuralSweep` through :func:`harmonia.measurements.run`; ``progress`` follows
+    the feature extraction (images), ``kw`` are :func:`~harmonia.neural.score.score_recording`'s.
+    """
+    m = NeuralSweep(**kw, **({"progress": progress} if progress is not None else {}))
+    res = run(m, model, rec, store=store, recompute=recompute)
+    return m.sweep(res.rows, rec, res.aggregates), res.cached
 
 
 def aggregates(res: SweepResult) -> dict[str, Any]:
@@ -74,18 +142,6 @@ def aggregates(res: SweepResult) -> dict[str, Any]:
         "ceiling": res.ceiling, "ceiling_kind": res.ceiling_kind, "settings": res.settings,
         "reliability": res.reliability,
     }
-
-
-def _from_store(store: ResultStore, key: str, agg: dict[str, Any]) -> SweepResult:
-    layers = []
-    for r in store.rows(key):
-        layers.append(LayerScore(r["layer"], r["score"], r["ceiled"], int(r["n_features"]),
-                                 [math.nan if v is None else v for v in r["per_neuron"]],
-                                 r.get("map_spearman", math.nan), r.get("map_spearman_down", math.nan)))
-    ceiling = agg.get("ceiling")
-    rel = agg.get("reliability")
-    return SweepResult(agg["kind"], layers, math.nan if ceiling is None else ceiling, agg["ceiling_kind"], agg["settings"],
-                       math.nan if rel is None else rel)
 
 
 def plot_layer_profile(results: dict[str, SweepResult], path: str | Path, title: str = "") -> None:

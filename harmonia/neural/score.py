@@ -18,13 +18,13 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from harmonia.metrics import downsample, spearman
 from harmonia.neural.ceiling import pairwise_neuron_ceiling, split_half_reliability
@@ -40,6 +40,7 @@ from harmonia.neural.regression import (
     make_regression,
     pearson_columns,
 )
+from harmonia.settings import NeuralSettings
 
 
 @dataclass
@@ -102,12 +103,12 @@ def neural_predictivity(
     model: torch.nn.Module,
     rec: NeuralRecording,
     layers: Sequence[str] | None = None,
-    regression: str = "pls",
-    folds: int = 5,
-    seed: int = 0,
+    regression: str = NeuralSettings.regression,
+    folds: int = NeuralSettings.folds,
+    seed: int = NeuralSettings.seed,
     projection: int | None = None,
     pool: int | None = None,
-    batch_size: int = 32,
+    batch_size: int = NeuralSettings.batch_size,
     ceiling: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     pca: int | None = None,
@@ -142,20 +143,59 @@ def neural_predictivity(
         r = torch.stack([pearson_columns(pred[torch.as_tensor(t)], Y[torch.as_tensor(t)]) for t in fold_idx])
         s = fold_score(r)
         out.append(LayerScore(name, s, _ceiled(s, ceil), X.shape[1], np.nanmean(r.numpy(), 0).tolist()))
-    settings = {"benchmark": "predictivity", "regression": regression, **reg_kw, "folds": folds, "seed": seed,
-                "projection": projection, "pool": pool, "layers": list(feats), "pca": pca,
-                "pca_fit": None if not pca else ("stimuli" if pca_images is None else f"{len(pca_images)} separate images")}
+    settings = _flat_settings(regression, reg_kw, folds, seed, projection, pool, list(feats), pca, pca_images)
     return SweepResult("flat", out, ceil, ceil_kind, settings, _reliability(rec))
+
+
+def _flat_settings(regression, reg_kw, folds, seed, projection, pool, layers, pca, pca_images) -> dict[str, Any]:
+    return {"benchmark": "predictivity", "regression": regression, **reg_kw, "folds": folds, "seed": seed,
+            "projection": projection, "pool": pool, "layers": layers, "pca": pca,
+            "pca_fit": None if not pca else ("stimuli" if pca_images is None else f"{len(pca_images)} separate images")}
+
+
+def _spatial_settings(regression, reg_kw, max_channels, down, layers) -> dict[str, Any]:
+    return {"benchmark": "spatial", "regression": regression, **reg_kw, "max_channels": max_channels,
+            "down": down, "layers": layers}
+
+
+def _spatial_ceiling(rec: NeuralRecording) -> tuple[float, str]:
+    return pairwise_neuron_ceiling(rec.responses), "pairwise neurons (max r), all channels"
+
+
+def sweep_header(rec: NeuralRecording, layers: Sequence[str], **kw: Any) -> tuple[float, str, dict[str, Any], float]:
+    """(ceiling, ceiling kind, settings, reliability) that :func:`score_recording` with these
+    options reports for ``layers``, without extracting a feature (a sweep's layers can then
+    be scored in separate calls and assembled).
+
+    Example:
+        >>> from harmonia.neural.simulate import simulate_flat
+        >>> rec = simulate_flat(n_stimuli=20, n_neurons=3, n_repeats=2, seed=0)
+        >>> sweep_header(rec, ["block1"], n_components=3)[2]["layers"]
+        ['block1']
+    """
+    fn = spatial_benchmark if rec.kind == "spatial" else neural_predictivity
+    kw = _for_kind(rec, dict(kw))
+    args = inspect.signature(fn).bind(None, rec, **kw)
+    args.apply_defaults()
+    a = args.arguments
+    if rec.kind == "spatial":
+        settings = _spatial_settings(a["regression"], a["reg_kw"], a["max_channels"], a["down"], list(layers))
+        ceil, kind = (a["ceiling"], "given") if a["ceiling"] is not None else _spatial_ceiling(rec)
+    else:
+        settings = _flat_settings(a["regression"], a["reg_kw"], a["folds"], a["seed"], a["projection"], a["pool"],
+                                  list(layers), a["pca"], a["pca_images"])
+        ceil, kind = (a["ceiling"], "given") if a["ceiling"] is not None else flat_ceiling(rec)
+    return ceil, kind, settings, _reliability(rec)
 
 
 def spatial_benchmark(
     model: torch.nn.Module,
     rec: NeuralRecording,
     layers: Sequence[str] | None = None,
-    regression: str = "pls",
-    max_channels: int | None = 600,
-    batch_size: int = 32,
-    down: int = 4,
+    regression: str = NeuralSettings.regression,
+    max_channels: int | None = NeuralSettings.max_channels,
+    batch_size: int = NeuralSettings.batch_size,
+    down: int = NeuralSettings.down,
     ceiling: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     **reg_kw: float,
@@ -176,7 +216,7 @@ def spatial_benchmark(
     Y = torch.from_numpy(rec.responses).double().permute(0, 2, 3, 1).reshape(n * gy * gx, k)
     groups = np.repeat(np.arange(n), gy * gx)
     fold_idx = leave_one_group_out(groups)
-    ceil, ceil_kind = (ceiling, "given") if ceiling is not None else (pairwise_neuron_ceiling(rec.responses), "pairwise neurons (max r), all channels")
+    ceil, ceil_kind = (ceiling, "given") if ceiling is not None else _spatial_ceiling(rec)
     recorded_map = torch.from_numpy(rec.responses).double().mean(1)  # N x Gy x Gx
     out = []
     for name, f in feats.items():
@@ -192,8 +232,7 @@ def spatial_benchmark(
         msd = spearman(downsample(pred_map, down), downsample(recorded_map, down)) if min(gy, gx) >= 2 * down else torch.full((n,), math.nan)
         out.append(LayerScore(name, s, _ceiled(s, ceil), X.shape[1], np.nanmean(r.numpy(), 0).tolist(),
                               _nanmean(ms), _nanmean(msd)))
-    settings = {"benchmark": "spatial", "regression": regression, **reg_kw, "max_channels": max_channels,
-                "down": down, "layers": list(feats)}
+    settings = _spatial_settings(regression, reg_kw, max_channels, down, list(feats))
     return SweepResult("spatial", out, ceil, ceil_kind, settings, _reliability(rec))
 
 
@@ -210,10 +249,11 @@ def _nanmean(t: torch.Tensor) -> float:
 
 def score_recording(model: torch.nn.Module, rec: NeuralRecording, **kw: Any) -> SweepResult:
     """Dispatch on the recording's kind (spatial -> maps benchmark, flat -> predictivity)."""
-    if rec.kind == "spatial":
-        for k in ("folds", "seed", "projection", "pool", "pca", "pca_images"):
-            kw.pop(k, None)
-        return spatial_benchmark(model, rec, **kw)
-    for k in ("max_channels", "down"):
-        kw.pop(k, None)
-    return neural_predictivity(model, rec, **kw)
+    kw = _for_kind(rec, kw)
+    return spatial_benchmark(model, rec, **kw) if rec.kind == "spatial" else neural_predictivity(model, rec, **kw)
+
+
+def _for_kind(rec: NeuralRecording, kw: dict[str, Any]) -> dict[str, Any]:
+    """``kw`` without the options of the other benchmark (one option set serves both kinds)."""
+    other = ("folds", "seed", "projection", "pool", "pca", "pca_images") if rec.kind == "spatial" else ("max_channels", "down")
+    return {k: v for k, v in kw.items() if k not in other}

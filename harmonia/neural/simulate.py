@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from harmonia.neural.data import NeuralRecording

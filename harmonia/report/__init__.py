@@ -1,7 +1,9 @@
 """Self-contained HTML reports (the ``harmonia demo`` report) and the figures in them.
 
-- :mod:`harmonia.report.compare`: train a baseline and a harmonized model with the same
-  seed and budget, evaluate both, keep what the report needs;
+It renders results and trains or measures nothing: the demo's experiment (train a baseline
+and a harmonized model, then measure both) is :mod:`harmonia.experiments.comparison`.
+
+- :mod:`harmonia.report.sections`: the report's typed sections (what each one shows);
 - :mod:`harmonia.report.figures`: matplotlib figures (Agg) rendered to PNG bytes;
 - :mod:`harmonia.report.html`: the HTML page, figures embedded as base64 data URIs.
 

@@ -19,7 +19,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from harmonia.humans.simulate import SimulationConfig
+from harmonia.report.sections import DemoReport
+from harmonia.settings import SimulationConfig
 from harmonia.utils.io import atomic_write_text
 
 _CSS = """
@@ -125,10 +126,9 @@ def _radius_text(r: Any) -> str:
     return f"{lo:g}-{hi:g}"
 
 
-def render_demo_report(ctx: Mapping[str, Any]) -> str:
-    """The ``harmonia demo`` page from measured results.
-
-    ``ctx`` keys: ``settings`` (dict), ``values`` (variant -> metric -> per-seed values),
+def render_demo_report(report: DemoReport | Mapping[str, Any]) -> str:
+    """The ``harmonia demo`` page from measured results: a :class:`~harmonia.report.sections.DemoReport`,
+    or the flat dict it is built from (:meth:`DemoReport.from_context`), whose keys are: ``settings`` (dict), ``values`` (variant -> metric -> per-seed values),
     ``metric_labels``, ``verdict``, ``ceilings``, ``runs`` (list of dicts with variant,
     seed, lambda, metrics, train_seconds), ``timings`` (phase -> seconds), ``figures``
     (name -> PNG bytes: maps, curves, metrics), ``photo_rows`` (top-1 table rows) and
@@ -136,10 +136,11 @@ def render_demo_report(ctx: Mapping[str, Any]) -> str:
     (name -> path shown to the reader), ``description`` (the data set's own text),
     ``version``, ``quick`` (bool).
     """
-    s = ctx["settings"]
-    labels: Mapping[str, str] = ctx["metric_labels"]
-    values = ctx["values"]
-    figs = ctx["figures"]
+    r = report if isinstance(report, DemoReport) else DemoReport.from_context(report)
+    s = r.outcome.settings
+    labels: Mapping[str, str] = r.outcome.metric_labels
+    values = r.outcome.values
+    figs = r.figures
     esc = html.escape
     out: list[str] = []
 
@@ -149,9 +150,9 @@ def render_demo_report(ctx: Mapping[str, Any]) -> str:
         "harmonia and the &ldquo;human&rdquo; maps come from simulated participants; no person clicked on "
         "anything. The numbers below say how the method behaves on a controlled benchmark whose evidence is "
         "known by construction, not how any model aligns with real people.<br>"
-        f"<span class=\"small\">{esc(str(ctx.get('description', '')))}</span></div>"
+        f"<span class=\"small\">{esc(str(r.rerun.about.get('description', '')))}</span></div>"
     )
-    if ctx.get("quick"):
+    if r.rerun.about.get("quick"):
         out.append("<p class=\"verdict mixed\"><b>--quick run:</b> tiny data set and budget, for CI. The "
                    "numbers exercise the pipeline and mean little; run without --quick for the real comparison.</p>")
 
@@ -184,11 +185,11 @@ def render_demo_report(ctx: Mapping[str, Any]) -> str:
         "<p>Evaluation: accuracy, and alignment = mean Spearman correlation between the model's saliency "
         "(max over channels of |d logit<sub>label</sub> / d pixel|, the release's evaluation map) and the "
         "simulated human map, divided by the human split-half ceiling computed from the simulated "
-        "participants: " + ", ".join(f"{esc(k)} {v['value']:.4f}" for k, v in ctx["ceilings"].items()) + ".</p>"
+        "participants: " + ", ".join(f"{esc(k)} {v['value']:.4f}" for k, v in r.outcome.ceilings.items()) + ".</p>"
     )
 
     # -- verdict
-    verdict = ctx["verdict"]
+    verdict = r.outcome.verdict
     keys = ["test/alignment", "test_shortcut_broken/alignment", "test_shortcut_broken/accuracy"]
     good = all(verdict[k]["n_seeds"] and verdict[k]["n_better"] == verdict[k]["n_seeds"] for k in keys)
     lines = []
@@ -200,7 +201,7 @@ def render_demo_report(ctx: Mapping[str, Any]) -> str:
             if good else "The harmonized model does <b>not</b> beat the baseline on every one of alignment "
                          "and shortcut-broken accuracy in every seed (measured, see below).")
     broken = [x for x in values.get("harmonized", {}).get("test_shortcut_broken/accuracy", []) if x == x]
-    chance = 1.0 / ctx["n_classes"] if ctx.get("n_classes") else None
+    chance = 1.0 / r.outcome.n_classes if r.outcome.n_classes else None
     if broken and chance is not None and max(broken) < 2 * chance:
         lines.append(f"<li>Shortcut-broken accuracy of the harmonized model: {fmt(max(broken))} at best, against "
                      f"chance {chance:.3f}: its decisions still follow the corner cue, whatever its maps look "
@@ -213,30 +214,30 @@ def render_demo_report(ctx: Mapping[str, Any]) -> str:
     header = ["model", *labels.values()]
     rows = [[v, *(mean_sd(values[v][k]) for k in labels)] for v in values]
     out.append(table(header, rows))
-    if len(s["seeds"]) > 1 or ctx.get("runs"):
+    if len(s["seeds"]) > 1 or r.training.runs:
         per = []
-        for r in ctx["runs"]:
-            m = r["metrics"]
-            per.append([f"{r['variant']} (seed {r['seed']}, lambda {r['lambda_harmonization']:g})",
+        for run in r.training.runs:
+            m = run["metrics"]
+            per.append([f"{run['variant']} (seed {run['seed']}, lambda {run['lambda_harmonization']:g})",
                         *(fmt(m.get(k.split('/')[0], {}).get(k.split('/')[1])) for k in labels),
                         *(fmt(m.get(sp, {}).get("spearman")) for sp in ("test", "test_shortcut_broken")),
-                        f"{r['train_seconds']:.0f}"])
+                        f"{run['train_seconds']:.0f}"])
         out.append("<p class=\"small\">Per run (raw mean Spearman before the ceiling, and the training time "
                    "with its per-epoch evaluations):</p>")
         out.append(table(["run", *labels.values(), "spearman, test", "spearman, broken", "seconds"], per))
-    out.append(img_tag(figs["metrics"], "final metrics per model, one dot per seed"))
+    out.append(img_tag(figs.metrics, "final metrics per model, one dot per seed"))
 
     # -- maps
     out.append("<h2>Where the models look</h2>")
-    out.append(f"<p>The first {s['n_examples']} images of <code>{esc(ctx['examples_split'])}</code> (a fixed choice, "
+    out.append(f"<p>The first {s['n_examples']} images of <code>{esc(figs.examples_split)}</code> (a fixed choice, "
                "not picked by outcome): the image, the simulated human map, and each model's saliency for the "
                "labelled class (seed "
-               f"{ctx['examples_seed']}). The left caption gives the class, the class the corner cue codes, and "
+               f"{figs.examples_seed}). The left caption gives the class, the class the corner cue codes, and "
                "each model's prediction.</p>")
-    out.append(img_tag(figs["maps"], "image, human map, baseline map, harmonized map"))
+    out.append(img_tag(figs.maps, "image, human map, baseline map, harmonized map"))
 
     # -- adversarial alignment
-    if "perturbations" in figs:
+    if figs.perturbations is not None:
         out.append("<h2>Adversarial alignment</h2>")
         out.append(
             f"<p>A minimal-norm L2 attack (FMN, {s['adv_steps']} steps) on the first {s['adv_images']} images of "
@@ -246,32 +247,32 @@ def render_demo_report(ctx: Mapping[str, Any]) -> str:
             "as in the 2023 paper) and the simulated human map, divided by the same ceiling. Images the model "
             "misclassifies, or that the attack does not fool, are counted apart and get no norm (per-run numbers: "
             "<code>harmonia results list</code>).</p>")
-        out.append(img_tag(figs["perturbations"], "image, human map, baseline perturbation, harmonized perturbation"))
+        out.append(img_tag(figs.perturbations, "image, human map, baseline perturbation, harmonized perturbation"))
 
     # -- curves
     out.append("<h2>Training curves</h2>")
     out.append(f"<p>Loss parts per logging interval; accuracy and alignment at the end of each epoch on the first "
                f"{s['curve_eval_limit']} images of each split (the final point of each curve uses all images).</p>")
-    out.append(img_tag(figs["curves"], "training curves"))
+    out.append(img_tag(figs.curves, "training curves"))
 
     # -- real photos
-    if ctx.get("photo_rows"):
+    if r.photos.rows:
         out.append("<h2>Pretrained model on real photos</h2>")
         out.append("<p>Before the simulated part: the ImageNet-pretrained EfficientNet-Lite0 that ships with "
                    "harmonia, explaining real photos bundled with scikit-image / scikit-learn (these photos are "
                    "real; they have no human maps). It shows that the pretrained weights load and the "
                    "explanation pipeline works.</p>")
-        out.append(table(["photo", "top-1", "p", "top-5"], ctx["photo_rows"]))
-        if ctx.get("photo_figure"):
-            out.append(img_tag(ctx["photo_figure"], "real photos and their saliency maps"))
+        out.append(table(["photo", "top-1", "p", "top-5"], r.photos.rows))
+        if r.photos.figure:
+            out.append(img_tag(r.photos.figure, "real photos and their saliency maps"))
 
     # -- re-run
     out.append("<h2>How to re-run</h2>")
-    out.append(f"<pre>{esc(ctx['command'])}</pre>")
+    out.append(f"<pre>{esc(r.rerun.command)}</pre>")
     out.append("<p>Everything is written under the output folder: " + ", ".join(
-        f"{esc(k)}: <code>{esc(str(v))}</code>" for k, v in ctx["paths"].items()) + ". Inspect the stored "
+        f"{esc(k)}: <code>{esc(str(v))}</code>" for k, v in r.rerun.paths.items()) + ". Inspect the stored "
         "evaluations with <code>harmonia results list</code>.</p>")
-    timing_rows = [[k, f"{v:.1f}"] for k, v in ctx["timings"].items()]
+    timing_rows = [[k, f"{v:.1f}"] for k, v in r.training.timings.items()]
     out.append("<p class=\"small\">Measured wall-clock time of each phase (seconds):</p>" + table(["phase", "s"], timing_rows))
-    out.append(f"<p class=\"small\">harmonia {esc(str(ctx.get('version', '')))}</p>")
+    out.append(f"<p class=\"small\">harmonia {esc(str(r.rerun.about.get('version', '')))}</p>")
     return render_page("harmonia demo report (SYNTHETIC data)", out)

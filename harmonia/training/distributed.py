@@ -124,7 +124,7 @@ def unwrap(model: nn.Module) -> nn.Module:
         >>> m = nn.Linear(2, 2); unwrap(m) is m
         True
     """
-    return model.module if hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module) else model
+    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
 
 
 def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -4,7 +4,7 @@ total = CE(logits, y; label smoothing 0.1) + lambda_w * sum 0.5 ||v||^2 + lambda
 L_h compares, at the first ``levels`` levels of a binomial pyramid, the standardised and
 cut saliency of the true-class logit with the human map rescaled to the saliency's max.
 The saliency stays in the autograd graph (double back-propagation). The published facts
-this follows are listed in ``/work/shared/reference/harmonizer.md``.
+this follows are listed in docs/methods.md ("The harmonizer loss").
 
 Cheaper than the reference, same loss
 -------------------------------------
@@ -45,19 +45,19 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harmonia.attribution.reducers import check_reducer, reduce_channels
+from harmonia.attribution.reducers import reduce_channels
+from harmonia.settings import LossOptions
 from harmonia.training.pyramid import pyramid
 from harmonia.training.weight_decay import weight_params as select_weight_params
 from harmonia.training.weight_decay import weight_term
 
 SaliencyInput = Literal["pixels", "normalized"]
-SCORES = ("logit", "centered_logit", "log_prob")
 
 
 @dataclass
@@ -231,29 +231,15 @@ def _outside_term(
         return (tokens.to(dtype)[:, None, None] * mask * saliency.to(dtype).square()).sum() / batch_size
 
 
-def check_loss_options(
-    reducer: str = "mean",
-    saliency_input: str = "pixels",
-    score: str = "logit",
-    lambda_outside: float = 0.0,
-    outside_threshold: float = 0.05,
-    lambda_masked: float = 0.0,
-) -> None:
-    """Raise ValueError naming the first unusable saliency option of :func:`harmonizer_loss`.
+def check_loss_options(**options: Any) -> None:
+    """Raise :class:`~harmonia.errors.UserError` naming the first unusable option of
+    :func:`harmonizer_loss` (``options``: any :class:`LossOptions` fields; the rest default).
 
     Example:
         >>> check_loss_options(reducer="max_abs", score="centered_logit")
     """
-    check_reducer(reducer)
-    if saliency_input not in ("pixels", "normalized"):
-        raise ValueError(f"saliency_input must be 'pixels' or 'normalized', got {saliency_input!r}")
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
-    if lambda_outside < 0 or lambda_masked < 0 or not 0 <= outside_threshold < 1:
-        raise ValueError(
-            "need lambda_outside >= 0, lambda_masked >= 0 and 0 <= outside_threshold < 1, got "
-            f"{lambda_outside}, {lambda_masked}, {outside_threshold}"
-        )
+    LossOptions.check_keys(options, "loss")
+    LossOptions(**options).validate()
 
 
 def harmonizer_loss(
@@ -263,17 +249,17 @@ def harmonizer_loss(
     human_maps: torch.Tensor | None,
     tokens: torch.Tensor | None = None,
     *,
-    lambda_harmonization: float = 1.0,
-    lambda_weights: float = 1e-5,
-    label_smoothing: float = 0.1,
-    levels: int = 5,
-    pyramid_levels: int = 6,
-    reducer: str = "mean",
-    saliency_input: SaliencyInput = "pixels",
-    score: str = "logit",
-    lambda_outside: float = 0.0,
-    outside_threshold: float = 0.05,
-    lambda_masked: float = 0.0,
+    lambda_harmonization: float = LossOptions.lambda_harmonization,
+    lambda_weights: float = LossOptions.lambda_weights,
+    label_smoothing: float = LossOptions.label_smoothing,
+    levels: int = LossOptions.levels,
+    pyramid_levels: int = LossOptions.pyramid_levels,
+    reducer: str = LossOptions.reducer,
+    saliency_input: SaliencyInput = LossOptions.saliency_input,  # type: ignore[assignment]
+    score: str = LossOptions.score,
+    lambda_outside: float = LossOptions.lambda_outside,
+    outside_threshold: float = LossOptions.outside_threshold,
+    lambda_masked: float = LossOptions.lambda_masked,
     only_contributing: bool = True,
     weight_params: list[torch.Tensor] | None = None,
 ) -> HarmonizerLoss:
@@ -331,11 +317,10 @@ def harmonizer_loss(
         >>> out.logits.shape, bool(out.harmonization > 0)
         (torch.Size([4, 2]), True)
     """
-    check_loss_options(reducer, saliency_input, score, lambda_outside, outside_threshold, lambda_masked)
+    LossOptions(lambda_harmonization, lambda_weights, label_smoothing, levels, pyramid_levels, reducer,
+                saliency_input, score, lambda_outside, outside_threshold, lambda_masked).validate()
     if saliency_input == "normalized" and not (hasattr(model, "preprocess") and hasattr(model, "net")):
         raise ValueError("saliency_input='normalized' needs a HarmoniaModel (model.preprocess and model.net)")
-    if not 1 <= levels <= pyramid_levels:
-        raise ValueError(f"need 1 <= levels <= pyramid_levels, got levels={levels}, pyramid_levels={pyramid_levels}")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images N x 3 x H x W, got {tuple(images.shape)}")
     n = images.shape[0]

