@@ -111,15 +111,15 @@ def featviz_command(
     crops: int = typer.Option(6, min=1, help="Augmented crops per image and step."),
     crop_scale: str = typer.Option("0.5,1.0", help="Crop side range as a fraction of the image side, 'LOW,HIGH'."),
     seed: int = typer.Option(0, help="Seed of objective 0 (objective k uses seed + k)."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (default: NAdam 1.0 for maco, Adam 0.05 for fourier)."),
-    spectrum: Optional[Path] = typer.Option(None, help="Magnitude spectrum .npy (default: the one shipped with harmonia)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate.", show_default="NAdam 1.0 maco, Adam 0.05 fourier, NAdam 0.1 accentuation"),
+    spectrum: Optional[Path] = typer.Option(None, help="Magnitude spectrum .npy.", show_default="the one shipped with harmonia"),
     image: Optional[Path] = typer.Option(None, help="Seed photo for --method accentuation."),
     closeness: float = typer.Option(1.0, help="Accentuation: weight of mean((x - photo)^2)."),
     transfer: Optional[List[str]] = typer.Option(None, "--transfer", "-t", help="Other model(s) that classify each class visualization."),
     report: bool = typer.Option(False, "--report", help="Also write report.html."),
     device: str = typer.Option("auto", help="'auto', 'cpu', 'cuda', ..."),
     random_init: bool = typer.Option(False, "--random-init", help="Do not load pretrained weights."),
-    store: Optional[Path] = typer.Option(None, help="Results store (default $HARMONIA_STORE or ./harmonia-results.sqlite)."),
+    store: Optional[Path] = typer.Option(None, help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
     recompute: bool = typer.Option(False, help="Ignore a cached run and optimise again."),
 ) -> None:
     if ctx.invoked_subcommand is not None:
@@ -223,7 +223,7 @@ Example:
 @user_errors
 def layers_command(
     model: str = typer.Argument(..., help="Model name or checkpoint path."),
-    filter: Optional[str] = typer.Option(None, "--filter", help="Only names containing this."),
+    filter: Optional[str] = typer.Option(None, "--filter", help="Only names containing this.", show_default="all layers"),
     random_init: bool = typer.Option(False, "--random-init", help="Do not load pretrained weights."),
 ) -> None:
     import torch
