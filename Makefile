@@ -22,7 +22,8 @@ test: install  ## set up, then run the linter and the test suite (tests and docs
 
 bench: install  ## benchmarks (print ratios measured in one run)
 	# attack peers for bench_attacks.py; --no-deps: torchattacks pins an old requests, adv-lib pulls visdom (logging only)
-	$(BIN)/python -m pip install --quiet --no-deps adv-lib==0.2.8 torchattacks==3.5.1
+	# horama for bench_featviz.py (PyTorch MACO; of its deps only einops is not already ours)
+	$(BIN)/python -m pip install --quiet --no-deps adv-lib==0.2.8 torchattacks==3.5.1 horama==0.3.0 einops==0.8.2
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -16,6 +16,15 @@ Example:
     5
     >>> parse_spec("smoothgrad:n_samples=16,noise=0.1")
     ('smoothgrad', {'n_samples': 16, 'noise': 0.1})
+
+A kind may let its leading settings be given by position, ``:``-separated, before the
+``key=value`` ones (``channel:layer3.1:17,weight=2``): register with ``positional=(...)``.
+
+    >>> @things.register("bag", positional=("size",))
+    ... class Bag(Box):
+    ...     pass
+    >>> things.from_spec("bag:7").size
+    7
 """
 
 from __future__ import annotations
@@ -92,6 +101,35 @@ def format_spec(name: str, settings: dict[str, Any] | None = None) -> str:
     return f"{name}:{items}" if items else name
 
 
+def parse_spec_args(spec: str) -> tuple[str, list[Any], dict[str, Any]]:
+    """``"name:v1:v2,key=value,..."`` -> (name, [v1, v2], settings).
+
+    Positional values come first, separated by ``:`` (or ``,``); a ``key=value`` value keeps
+    its own colons (``arch=timm:resnet18``).
+
+    Example:
+        >>> parse_spec_args("channel:layer3.1:17,weight=2")
+        ('channel', ['layer3.1', 17], {'weight': 2})
+        >>> parse_spec_args("model:arch=timm:resnet18")
+        ('model', [], {'arch': 'timm:resnet18'})
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError("empty spec; expected 'name' or 'name:key=value,...'")
+    name, _, rest = spec.strip().partition(":")
+    args: list[Any] = []
+    settings: list[str] = []
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = item.partition("=")
+        head = key.split(":")
+        bare = head if not eq else head[:-1]
+        if bare and settings:
+            raise ValueError(f"positional value {bare[0]!r} after key=value settings in {spec!r}")
+        args += [parse_value(v.strip()) for v in bare if v.strip()]
+        if eq:
+            settings.append(f"{head[-1]}={value}")
+    return name.strip(), args, parse_settings(",".join(settings), spec)
+
+
 def _normalise(name: str) -> str:
     return str(name).strip().lower().replace("-", "_")
 
@@ -103,10 +141,14 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Callable[..., T]] = {}
         self._aliases: dict[str, str] = {}
+        self._positional: dict[str, tuple[str, ...]] = {}
 
-    def register(self, name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator: register a class or factory under ``name`` (and ``aliases``)."""
+    def register(self, name: str, *, aliases: tuple[str, ...] = (),
+                 positional: tuple[str, ...] = ()) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: register a class or factory under ``name`` (and ``aliases``); ``positional``
+        names the settings a spec may give by position, in order."""
         key = _normalise(name)
+        self._positional[key] = tuple(positional)
 
         def decorate(factory: Callable[..., T]) -> Callable[..., T]:
             if key in self._entries and self._entries[key] is not factory:
@@ -154,8 +196,17 @@ class Registry(Generic[T]):
 
     def from_spec(self, spec: str, **defaults: Any) -> T:
         """Build from ``"name:key=value,..."``; ``defaults`` fill settings the spec leaves out."""
-        name, kwargs = parse_spec(spec)
-        return self.create(name, **{**defaults, **kwargs})
+        name, args, kwargs = parse_spec_args(spec)
+        key = self.resolve(name)
+        order = self._positional.get(key, ())
+        if len(args) > len(order):
+            takes = f"takes {len(order)} positional value(s) ({', '.join(order)})" if order else "takes no positional values"
+            raise ValueError(f"{self.kind} {key} {takes}; got {args!r} in {spec!r} (use key=value)")
+        given = dict(zip(order, args))
+        twice = sorted(set(given) & set(kwargs))
+        if twice:
+            raise ValueError(f"setting {twice[0]!r} given twice in {spec!r}")
+        return self.create(key, **{**defaults, **given, **kwargs})
 
     def __contains__(self, name: object) -> bool:
         try:

@@ -43,6 +43,7 @@ from harmonia.attribution.base import (
     empty_maps,
     target_bounds,
 )
+from harmonia.models.layers import LayerNotFoundError, resolve_layer, unwrap
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,7 @@ def _net_input_size(model: nn.Module, images: torch.Tensor | None) -> tuple[int,
     return tuple(int(v) for v in getattr(model, "input_size", (224, 224)))  # type: ignore[return-value]
 
 
-def _unwrap(model: nn.Module) -> tuple[nn.Module, str]:
-    """The network inside a HarmoniaModel (its ``.net``) and the prefix of its names."""
-    net = getattr(model, "net", None)
-    return (net, "net.") if isinstance(net, nn.Module) else (model, "")
+_unwrap = unwrap  # the network inside a HarmoniaModel and the prefix of its names
 
 
 def _token_layout(net: nn.Module) -> tuple[int | None, tuple[int, int] | None]:
@@ -135,18 +133,13 @@ def _explicit_target(model: nn.Module, layer: str | nn.Module) -> TargetLayer:
     """A layer the user named (relative to the model or to its ``.net``) or passed."""
     net, pre = _unwrap(model)
     prefix, grid = _token_layout(net)
-    if isinstance(layer, nn.Module):
-        for name, module in model.named_modules():
-            if module is layer:
-                return TargetLayer(name, module, False, False, prefix, grid)
-        raise ValueError(f"the layer {type(layer).__name__} passed to GradCAM is not a submodule of the model")
-    for root, root_prefix in ((model, ""), (net, pre)):
-        try:
-            return TargetLayer(root_prefix + layer, root.get_submodule(layer), False, False, prefix, grid)
-        except AttributeError:
-            continue
-    children = ", ".join(name for name, _ in net.named_children())
-    raise ValueError(f"no layer named {layer!r} in the model; top-level layers: {children}")
+    try:
+        name, module = resolve_layer(model, layer)
+    except LayerNotFoundError:
+        if isinstance(layer, nn.Module) and layer is net:
+            return TargetLayer(pre.rstrip("."), net, False, False, prefix, grid)
+        raise
+    return TargetLayer(pre + name, module, False, False, prefix, grid)
 
 
 class _LastSpatialOutput:

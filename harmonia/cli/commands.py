@@ -18,14 +18,15 @@ from harmonia.cli import (
     demo_cmd,
     evaluate_cmd,
     explain_cmd,
+    featviz_cmd,
     models_cmd,
     neural_cmd,
     results_cmd,
     train_cmd,
 )
 
-COMMAND_MODULES = (attack_cmd, ceiling_cmd, challenge_cmd, data_cmd, demo_cmd, evaluate_cmd, explain_cmd, models_cmd, neural_cmd,
-                   results_cmd, train_cmd)
+COMMAND_MODULES = (attack_cmd, ceiling_cmd, challenge_cmd, data_cmd, demo_cmd, evaluate_cmd, explain_cmd, featviz_cmd,
+                   models_cmd, neural_cmd, results_cmd, train_cmd)
 
 
 def register_all(app: typer.Typer) -> None:

@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from harmonia.models.layers import resolve_layer
+
 _SKIP = (nn.Dropout, nn.Flatten, nn.Identity, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
@@ -60,7 +62,7 @@ def default_layers(net: nn.Module) -> list[str]:
     return out
 
 
-def _to_spatial(a: torch.Tensor) -> torch.Tensor | None:
+def to_spatial(a: torch.Tensor) -> torch.Tensor | None:
     """N x C x h x w for conv maps and square token grids (a class token is dropped)."""
     if a.ndim == 4:
         return a
@@ -162,11 +164,8 @@ def extract_features(
     if mode == "grid" and grid is None:
         raise ValueError("grid features need the recording's grid")
     net = getattr(model, "net", model)
-    modules = dict(net.named_modules())
     layers = list(layers) if layers else default_layers(net)
-    missing = [n for n in layers if n not in modules]
-    if missing:
-        raise KeyError(f"no layer {missing[0]!r} in the model; some layers: {default_layers(net)[:8]}")
+    modules = {n: resolve_layer(model, n)[1] for n in layers}  # a wrong name fails with the closest ones
     proj = _Projector(projection, seed) if projection else None
     out: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     skipped: set[str] = set()
@@ -178,13 +177,13 @@ def extract_features(
                 skipped.add(name)
                 return
             if mode == "grid":
-                s = _to_spatial(a)
+                s = to_spatial(a)
                 if s is None:
                     skipped.add(name)
                     return
                 out[name].append(to_grid(s, grid, max_channels).cpu())  # type: ignore[arg-type]
             else:
-                if pool and (s := _to_spatial(a)) is not None:
+                if pool and (s := to_spatial(a)) is not None:
                     a = F.adaptive_avg_pool2d(s.float(), pool)
                 f = a.reshape(a.shape[0], -1).float()
                 out[name].append((proj(name, f) if proj else f).cpu())
