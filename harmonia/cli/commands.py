@@ -15,5 +15,6 @@ from harmonia.cli import (  # noqa: F401  (imported for their registrations)
     models_cmd,
     neural_cmd,
     results_cmd,
+    study_cmd,
     train_cmd,
 )

@@ -1,0 +1,125 @@
+"""Measurement kinds a study file names, built from their settings.
+
+``alignment`` is :class:`harmonia.evaluation.Alignment`, ``adversarial`` is
+:class:`harmonia.adversarial.AdversarialAlignment`, ``accuracy`` is :class:`Accuracy` (a
+forward pass only: top-1 on the data's labels). All run through
+:func:`harmonia.measurements.run`, so each is keyed, cached and resumable.
+
+Example:
+    >>> build_measurement("alignment", {"explainer": "saliency:reducer=max_abs", "ceiling": "none"}).kind
+    'evaluation'
+    >>> build_measurement("accuracy", {"limit": 4}).settings()
+    {'limit': 4}
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from harmonia.measurements import Batch, Measurement, dataset_ids
+from harmonia.store import ResultStore, dataset_fingerprint, model_key
+
+
+class Accuracy(Measurement):
+    """Top-1 accuracy of a model on a labelled dataset (rows: label, pred, correct).
+
+    Example:
+        >>> Accuracy(limit=8).kind, Accuracy().headline({"n_images": 2, "accuracy": 0.5})
+        ('accuracy', {'n_images': 2, 'accuracy': 0.5})
+    """
+
+    kind = "accuracy"
+    version = "1"
+
+    def __init__(self, limit: int | None = None, device: str | torch.device | None = None) -> None:
+        from harmonia.utils.device import resolve_device
+
+        self.limit, self.device = limit, resolve_device(device)
+
+    def settings(self) -> dict[str, Any]:
+        return {"limit": self.limit}
+
+    def data_key(self, data: Any, store: ResultStore | None) -> Any:
+        return dataset_fingerprint(data, digest=store.file_digest) if store is not None else None
+
+    def items(self, data: Any) -> list[str]:
+        return dataset_ids(data, self.limit)
+
+    def meta(self, model: Any, data: Any) -> dict[str, Any]:
+        from harmonia.evaluation.evaluate import dataset_meta, model_meta
+
+        return {**model_meta(model, model_key(model)), **dataset_meta(data)}
+
+    def prepare(self, model: Any, data: Any, data_key: Any) -> Any:
+        return model.to(self.device).eval()
+
+    def batches(self, data: Any, ids: list[str], index: list[int], batch_size: int | None) -> Iterator[Batch]:
+        start = 0
+        for batch in DataLoader(Subset(data, index), batch_size=batch_size or len(index) or 1):
+            n = len(batch["id"])
+            yield Batch([str(i) for i in batch["id"]], index[start:start + n], batch)
+            start += n
+
+    def compute(self, model: Any, batch: Batch) -> list[dict[str, Any]]:
+        with torch.no_grad():
+            preds = model(batch.data["image"].to(self.device)).argmax(1).tolist()
+        labels = [int(x) for x in batch.data["label"]]
+        return [{"image_id": i, "label": y, "pred": int(p), "correct": int(p) == y}
+                for i, y, p in zip(batch.ids, labels, preds)]
+
+    def aggregate(self, rows: list[dict[str, Any]], data: Any) -> dict[str, Any]:
+        return {"n_images": len(rows), "accuracy": sum(r["correct"] for r in rows) / len(rows) if rows else math.nan}
+
+    def headline(self, agg: dict[str, Any]) -> dict[str, Any]:
+        return {"n_images": agg["n_images"], "accuracy": agg["accuracy"]}
+
+
+def _ceiling(value: Any, dataset: Any, store: ResultStore | None, scorer: Any = None) -> Any:
+    from harmonia.evaluation import parse_ceiling_option, resolve_ceiling
+
+    if dataset is None:
+        return parse_ceiling_option(value)  # checked without data
+    return resolve_ceiling(dataset, value, store, scorer)
+
+
+def _take(settings: dict[str, Any], allowed: tuple[str, ...], kind: str) -> dict[str, Any]:
+    unknown = sorted(set(settings) - set(allowed))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not a setting of {kind} (its settings: {', '.join(allowed)})")
+    return settings
+
+
+def build_measurement(kind: str, settings: dict[str, Any], dataset: Any = None, store: ResultStore | None = None,
+                      device: str | None = None) -> Measurement:
+    """The :class:`~harmonia.measurements.Measurement` a study file's entry describes.
+
+    Without ``dataset`` only the settings are checked (a ceiling "auto" is resolved when the
+    data is at hand: computed from its per-subject maps when it has them).
+    """
+    if kind == "accuracy":
+        s = _take(settings, ("limit",), kind)
+        return Accuracy(limit=s.get("limit"), device=device)
+    if kind == "alignment":
+        from harmonia.attribution import parse_explainer_spec
+        from harmonia.evaluation import Alignment
+        from harmonia.metrics import MapScorer
+
+        s = _take(settings, ("explainer", "ceiling", "targets", "metrics", "limit"), kind)
+        explainer = parse_explainer_spec(str(s.get("explainer", "saliency:reducer=max_abs")))
+        scorer = MapScorer(metrics=tuple(s["metrics"])) if "metrics" in s else MapScorer()
+        ceiling = _ceiling(s.get("ceiling", "auto"), dataset, store, scorer)
+        return Alignment(explainer, scorer, ceiling=None if dataset is None else ceiling,
+                         targets=s.get("targets", "label"), limit=s.get("limit"), device=device)
+    if kind == "adversarial":
+        from harmonia.adversarial import AdversarialAlignment
+        from harmonia.attacks import create_attack
+
+        s = _take(settings, ("attack", "reducer", "ceiling", "limit"), kind)
+        ceiling = _ceiling(s.get("ceiling", "auto"), dataset, store)
+        return AdversarialAlignment(create_attack(str(s.get("attack", "fmn"))), reducer=s.get("reducer", "abs_mean"),
+                                    ceiling=None if dataset is None else ceiling, limit=s.get("limit"), device=device)
+    raise ValueError(f"unknown measurement kind {kind!r}")
