@@ -156,6 +156,8 @@ def export_table(study: Study, out: str | Path) -> Path:
         raise ValueError(f"--out must end in .csv or .parquet, got {out.name!r}")
     df = pd.DataFrame(study_rows(study), columns=list(COLUMNS))
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    for c in ("params", "seed"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")  # integers, empty where unknown
     if suffix == ".csv":
         atomic_write_text(out, df.to_csv(index=False))
     else:

@@ -189,6 +189,8 @@ def run_study(study: Study, *, workers: int = 1, ray: bool = False, ray_address:
         finally:
             if own:
                 ex.close()
+            if pdir.is_dir() and not any(pdir.iterdir()):
+                pdir.rmdir()  # every part merged
             ledger.close()
             store.close()
     return {"total": len(tasks), "done": counts["done"], "failed": counts["failed"],
