@@ -86,10 +86,25 @@ def _ceiling(value: Any, dataset: Any, store: ResultStore | None, scorer: Any = 
     return resolve_ceiling(dataset, value, store, scorer)
 
 
+class SettingError(ValueError):
+    """A bad measurement setting; ``key`` names it (the study file's error points at its line)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def _setting(key: str, make: Any) -> Any:
+    try:
+        return make()
+    except (ValueError, TypeError) as e:
+        raise SettingError(key, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
 def _take(settings: dict[str, Any], allowed: tuple[str, ...], kind: str) -> dict[str, Any]:
     unknown = sorted(set(settings) - set(allowed))
     if unknown:
-        raise ValueError(f"{unknown[0]}: not a setting of {kind} (its settings: {', '.join(allowed)})")
+        raise SettingError(unknown[0], f"not a setting of {kind} (its settings: {', '.join(allowed)})")
     return settings
 
 
@@ -109,17 +124,19 @@ def build_measurement(kind: str, settings: dict[str, Any], dataset: Any = None, 
         from harmonia.metrics import MapScorer
 
         s = _take(settings, ("explainer", "ceiling", "targets", "metrics", "limit"), kind)
-        explainer = parse_explainer_spec(str(s.get("explainer", "saliency:reducer=max_abs")))
-        scorer = MapScorer(metrics=tuple(s["metrics"])) if "metrics" in s else MapScorer()
-        ceiling = _ceiling(s.get("ceiling", "auto"), dataset, store, scorer)
-        return Alignment(explainer, scorer, ceiling=None if dataset is None else ceiling,
-                         targets=s.get("targets", "label"), limit=s.get("limit"), device=device)
+        explainer = _setting("explainer", lambda: parse_explainer_spec(str(s.get("explainer", "saliency:reducer=max_abs"))))
+        scorer = _setting("metrics", lambda: MapScorer(metrics=tuple(s["metrics"])) if "metrics" in s else MapScorer())
+        ceiling = _setting("ceiling", lambda: _ceiling(s.get("ceiling", "auto"), dataset, store, scorer))
+        return _setting("targets", lambda: Alignment(explainer, scorer, ceiling=None if dataset is None else ceiling,
+                                                     targets=s.get("targets", "label"), limit=s.get("limit"), device=device))
     if kind == "adversarial":
         from harmonia.adversarial import AdversarialAlignment
         from harmonia.attacks import create_attack
 
         s = _take(settings, ("attack", "reducer", "ceiling", "limit"), kind)
-        ceiling = _ceiling(s.get("ceiling", "auto"), dataset, store)
-        return AdversarialAlignment(create_attack(str(s.get("attack", "fmn"))), reducer=s.get("reducer", "abs_mean"),
-                                    ceiling=None if dataset is None else ceiling, limit=s.get("limit"), device=device)
+        ceiling = _setting("ceiling", lambda: _ceiling(s.get("ceiling", "auto"), dataset, store))
+        attack = _setting("attack", lambda: create_attack(str(s.get("attack", "fmn"))))
+        return _setting("reducer", lambda: AdversarialAlignment(attack, reducer=s.get("reducer", "abs_mean"),
+                                                                ceiling=None if dataset is None else ceiling,
+                                                                limit=s.get("limit"), device=device))
     raise ValueError(f"unknown measurement kind {kind!r}")

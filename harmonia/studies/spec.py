@@ -327,12 +327,11 @@ def _measurement(r: _Reader, t: Any, i: int, data_names: set[str]) -> Measuremen
     limit = settings.get("limit")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise r.fail((*p, "limit"), f"must be an integer >= 1, got {limit!r}")
-    from harmonia.studies.measures import build_measurement
+    from harmonia.studies.measures import SettingError, build_measurement
 
     try:
         build_measurement(kind, settings)  # every setting checked now, before any model loads
-    except (ValueError, TypeError) as e:
-        bad = next((k for k in settings if k in str(e)), None)
-        raise r.fail((*p, bad) if bad else p, str(e).splitlines()[0]) from None
+    except SettingError as e:
+        raise r.fail((*p, e.key), str(e).split(": ", 1)[1]) from None
     return MeasurementSpec(kind, r.get(t, p, "name", str, default=kind), settings, data,
                            r.get(t, p, "batch_size", int))
