@@ -91,7 +91,9 @@ def test_fmn_linf_finds_the_analytic_minimum_on_binary_linear_models(seed):
     res = FMNLinf()(model, x, y)
     assert res.status == ["fooled"] * 12
     ratio = res.linf / d
-    assert bool((ratio >= 1 - 1e-4).all()) and bool((ratio <= 1.02).all()), ratio
+    # Below the minimum only by float32 resolution of the pixels (~6e-8 at 0.5): an image with a
+    # margin of 6e-5 can legitimately end 1e-4 "below" its analytic distance.
+    assert bool((res.linf >= d * (1 - 1e-4) - 1e-7).all()) and bool((ratio <= 1.02).all()), ratio
     assert bool((model(res.adv).argmax(1) != y).all())
     assert bool((res.backwards < 1000).all())  # early stopping applies
     assert bool((res.l2 >= res.linf).all())  # both norms reported

@@ -246,3 +246,16 @@ def test_public_wrappers_never_serve_one_plain_module_the_numbers_of_another(tmp
     assert not run_neural(_gt_net(0), rec, store=store, n_components=3)[1]
     assert not run_neural(_gt_net(1), rec, store=store, n_components=3)[1]
     assert run_neural(_gt_net(1), rec, store=store, n_components=3)[1]  # the same weights again: a hit
+
+
+def test_a_measurement_without_a_model_is_keyed_by_its_data(tmp_path):
+    from harmonia.humans.ceiling import HumanCeiling
+
+    g = np.random.default_rng(0)
+    a = {f"im{i}": g.random((3, 8, 8)).astype(np.float32) for i in range(4)}
+    b = {k: v.copy() for k, v in a.items()}
+    b["im2"][1, 4, 4] += 0.5  # one subject's map, one pixel
+    store = ResultStore(tmp_path / "r.sqlite")
+    first = run(HumanCeiling(blur="none", repeats=2), None, a, store=store)
+    assert run(HumanCeiling(blur="none", repeats=2), None, b, store=store).key != first.key
+    assert run(HumanCeiling(blur="none", repeats=2), None, a, store=store).cached

@@ -75,7 +75,7 @@ def model_key(model: Any) -> str:
 
     if isinstance(model, torch.nn.Module):
         return module_digest(model)
-    raise ValueError(f"cannot key a {type(model).__name__} by content: pass a torch.nn.Module "
+    raise ValueError(f"cannot key a model of type {type(model).__name__} by its content: pass a torch.nn.Module "
                      "or an object with a fingerprint() method")
 
 
