@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from harmonia.cli.common import console, print_problem, reflow, user_errors
@@ -72,7 +73,7 @@ def run_cmd(
                               f"{info['todo']} to do")
                 update(info["total"] - info["todo"], info["total"])
             elif name == "simulate":
-                console.print(f"simulating [[data]] {info['data']} (SYNTHETIC) at {info['path']}")
+                console.print(escape(f"simulating [[data]] {info['data']} (SYNTHETIC) at {info['path']}"))
             elif name == "task":
                 out, t = info["outcome"], info["task"]
                 if out["state"] == "failed":

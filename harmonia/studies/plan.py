@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -132,6 +133,8 @@ def make_plan(study: Study) -> list[Task]:
         for ms in study.measurements:
             for d in study.data:
                 if ms.data is not None and d.name not in ms.data:
+                    continue
+                if ms.models is not None and not any(fnmatch.fnmatchcase(m["label"], pat) for pat in ms.models):
                     continue
                 mj = {"kind": ms.kind, "name": ms.name, "settings": ms.settings, "batch_size": ms.batch_size}
                 key = _key({"stage": "measure", "model": _model_identity(m), "data": _data_identity(data[d.name]),

@@ -32,9 +32,9 @@ _MODEL_KEYS = {"name", "pattern", "label", "pretrained", "num_classes", "kwargs"
 _TRAIN_KEYS = {"data", "split", "variants", "epochs", "preset", "settings"}
 _DATA_KEYS = {"name", "path", "split", "limit", "size", "simulate", "synthetic"}
 _MEASUREMENT_KEYS = {
-    "alignment": {"kind", "name", "explainer", "ceiling", "targets", "metrics", "limit", "data", "batch_size"},
-    "adversarial": {"kind", "name", "attack", "reducer", "ceiling", "limit", "data", "batch_size"},
-    "accuracy": {"kind", "name", "limit", "data", "batch_size"},
+    "alignment": {"kind", "name", "models", "explainer", "ceiling", "targets", "metrics", "limit", "data", "batch_size"},
+    "adversarial": {"kind", "name", "models", "attack", "reducer", "ceiling", "limit", "data", "batch_size"},
+    "accuracy": {"kind", "name", "models", "limit", "data", "batch_size"},
 }
 
 
@@ -128,6 +128,7 @@ class MeasurementSpec:
     settings: dict[str, Any]
     data: tuple[str, ...] | None = None  # None: every [[data]] entry
     batch_size: int | None = None
+    models: tuple[str, ...] | None = None  # model labels or shell patterns of labels; None: every model
 
 
 @dataclass
@@ -323,7 +324,12 @@ def _measurement(r: _Reader, t: Any, i: int, data_names: set[str]) -> Measuremen
         for d in data:
             if d not in data_names:
                 raise r.fail((*p, "data"), f"no [[data]] named {d!r}; known: {', '.join(sorted(data_names))}")
-    settings = {k: v for k, v in t.items() if k not in ("kind", "name", "data", "batch_size")}
+    models = r.get(t, p, "models", (list, str))
+    if models is not None:
+        models = (models,) if isinstance(models, str) else tuple(models)
+        if not models or not all(isinstance(m, str) for m in models):
+            raise r.fail((*p, "models"), f"expected model labels or patterns, got {list(models)!r}")
+    settings = {k: v for k, v in t.items() if k not in ("kind", "name", "data", "batch_size", "models")}
     limit = settings.get("limit")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise r.fail((*p, "limit"), f"must be an integer >= 1, got {limit!r}")
@@ -334,4 +340,4 @@ def _measurement(r: _Reader, t: Any, i: int, data_names: set[str]) -> Measuremen
     except SettingError as e:
         raise r.fail((*p, e.key), str(e).split(": ", 1)[1]) from None
     return MeasurementSpec(kind, r.get(t, p, "name", str, default=kind), settings, data,
-                           r.get(t, p, "batch_size", int))
+                           r.get(t, p, "batch_size", int), models)
