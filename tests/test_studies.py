@@ -303,3 +303,54 @@ def test_cli_study_errors_and_status(tmp_path):
     p.write_text(p.read_text().replace('kind = "acuracy"', 'kind = "accuracy"'))
     res = CliRunner().invoke(app, ["study", "status", str(p)])
     assert res.exit_code == 0 and "4 tasks: 0 done, 0 running, 4 pending, 0 failed" in res.output
+
+
+TRAINED = """
+[study]
+name = "trained"
+seeds = [0]
+
+[[models]]
+name = "small_cnn"
+label = "cnn"
+kwargs = { width = 2 }
+[models.train]
+data = "tiny"
+split = "train"
+epochs = 1
+settings = { batch_size = 4, augment = false }
+
+[[data]]
+name = "tiny"
+path = "data"
+split = "test"
+
+[[measurements]]
+kind = "accuracy"
+"""
+
+
+def test_training_stage_baseline_and_harmonized_pair(tmp_path):
+    import json
+
+    from harmonia.studies.report import panels, write_report
+    from harmonia.studies.export import wide_table
+
+    write_tiny_dataset(tmp_path / "data", n=8, size=64, split="train", subjects=0)
+    write_tiny_dataset(tmp_path / "data", n=4, size=64, split="test")
+    (tmp_path / "s.toml").write_text(TRAINED)
+    study = load_study(tmp_path / "s.toml")
+    tasks = make_plan(study)
+    assert [(t.stage, t.model["label"]) for t in tasks] == [
+        ("train", "cnn/baseline"), ("train", "cnn/harmonized"), ("measure", "cnn/baseline"), ("measure", "cnn/harmonized")]
+    assert run_study(study)["failed"] == 0
+    for t in tasks[:2]:
+        cfg = json.loads((tmp_path / "trained.sqlite.models" / t.spec_key / "config.json").read_text())
+        assert (cfg["lambda_harmonization"] == 0.0) == (t.model["variant"] == "baseline")
+    rows = [r for r in study_rows(study) if r["metric"] == "accuracy"]
+    assert {(r["model"], r["variant"], r["pair"]) for r in rows} == {("cnn/baseline", "baseline", "cnn-s0"),
+                                                                     ("cnn/harmonized", "harmonized", "cnn-s0")}
+    assert all(r["weights"].startswith("trained on tiny") for r in rows)
+    assert run_study(study)["done"] == 4  # nothing to redo, trained checkpoints reused
+    assert panels(study, wide_table(study_rows(study))) == []  # accuracy alone: nothing to trade off
+    write_report(study, tmp_path / "report")
