@@ -190,6 +190,8 @@ def test_kill_9_mid_study_then_resume_no_lost_duplicated_or_half_rows(tmp_path):
             time.sleep(0.05)
         else:
             pytest.fail("the study never started writing rows")
+        live = [s for _, s, _ in task_states(study)]
+        assert live.count("running") == 1 and live.count("pending") == 3, live  # status while it runs
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -108,8 +108,25 @@ def _train(task: Task, root: Path, models_dir: Path, device: str) -> dict[str, A
     return {"model_info": model_info(model, m), "content_key": getattr(model, "fingerprint", lambda: None)()}
 
 
+def _mark_running(ledger_path: str | None, spec_key: str) -> None:
+    """Tell ``status`` this task has started (when the study's store is visible from here:
+    a Ray task on another machine skips it and its task shows as pending until it is done)."""
+    import sqlite3
+
+    from harmonia.studies.ledger import Ledger
+
+    if not ledger_path or not os.path.isfile(ledger_path):
+        return
+    try:
+        led = Ledger(ledger_path)
+        led.mark(spec_key, "running")
+        led.close()
+    except sqlite3.Error:
+        pass  # the status line is informative only; the driver records the outcome
+
+
 def execute_task(task_json: dict[str, Any], root: str, store_path: str, models_dir: str, device: str = "cpu",
-                 batch_size: int = 32, threads: int | None = None) -> dict[str, Any]:
+                 batch_size: int = 32, threads: int | None = None, ledger_path: str | None = None) -> dict[str, Any]:
     """Do one task; returns ``{"spec_key", "state": "done"|"failed", "reason", "content_key",
     "headline", "model_info", "seconds", "cached"}``."""
     import torch
@@ -121,6 +138,7 @@ def execute_task(task_json: dict[str, Any], root: str, store_path: str, models_d
     if threads:
         torch.set_num_threads(threads)
     task = Task.from_json(task_json)
+    _mark_running(ledger_path, task.spec_key)
     out: dict[str, Any] = {"spec_key": task.spec_key, "state": "failed", "reason": None, "content_key": None,
                            "headline": None, "model_info": None, "cached": False}
     start = time.perf_counter()
@@ -167,7 +185,7 @@ class LocalExecutor:
     def map(self, tasks: Iterable[Task], args: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for t in tasks:
             yield execute_task(t.to_json(), args["root"], args["store"], args["models_dir"], args["device"],
-                               args["batch_size"], self.threads)
+                               args["batch_size"], self.threads, args["store"])
 
     def close(self) -> None:
         pass
@@ -196,7 +214,7 @@ class ProcessExecutor:
         from concurrent.futures import as_completed
 
         futures = [self.pool.submit(execute_task, t.to_json(), args["root"], str(part_path(args["parts_dir"], t.spec_key)),
-                                    args["models_dir"], args["device"], args["batch_size"], self.threads)
+                                    args["models_dir"], args["device"], args["batch_size"], self.threads, args["store"])
                    for t in tasks]
         for f in as_completed(futures):
             yield f.result()
@@ -206,14 +224,14 @@ class ProcessExecutor:
 
 
 def _ray_task(task_json: dict[str, Any], root: str, parts_dir: str, models_dir: str, device: str, batch_size: int,
-              threads: int | None) -> dict[str, Any]:
+              threads: int | None, ledger_path: str) -> dict[str, Any]:
     """A Ray task: writes its part file where the driver reads it when that folder is visible
     here (one machine, or a shared folder); else in a local temporary folder, sent back as bytes."""
     spec_key = task_json["spec_key"]
     local = not os.path.isdir(parts_dir)
     folder = tempfile.mkdtemp(prefix="harmonia-part-") if local else parts_dir
     path = part_path(folder, spec_key)
-    out = execute_task(task_json, root, str(path), models_dir, device, batch_size, threads)
+    out = execute_task(task_json, root, str(path), models_dir, device, batch_size, threads, ledger_path)
     if local and path.exists():
         out["part_bytes"] = path.read_bytes()
     return out
@@ -243,7 +261,7 @@ class RayExecutor:
 
     def map(self, tasks: Iterable[Task], args: dict[str, Any]) -> Iterator[dict[str, Any]]:
         pending = [self.remote.remote(t.to_json(), args["root"], args["parts_dir"], args["models_dir"], args["device"],
-                                      args["batch_size"], self.threads) for t in tasks]
+                                      args["batch_size"], self.threads, args["store"]) for t in tasks]
         while pending:
             ready, pending = self.ray.wait(pending, num_returns=1)
             yield self.ray.get(ready[0])

@@ -171,8 +171,6 @@ def run_study(study: Study, *, workers: int = 1, ray: bool = False, ray_address:
                             emit("task", {"task": t, "outcome": {"state": "failed"}, "done": sum(counts.values()), "total": len(tasks)})
                         else:
                             stage_tasks.append(t)
-                for t in stage_tasks:
-                    ledger.mark(t.spec_key, "running")
                 for outcome in _outcomes(ex, stage_tasks, args, failed_models):
                     t = next(x for x in stage_tasks if x.spec_key == outcome["spec_key"])
                     sent = outcome.pop("part_bytes", None)  # a Ray task on a machine that cannot see pdir
