@@ -58,7 +58,7 @@ Examples:
 def run_cmd(
     file: Path = FileArg,
     workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes (1: in this process)."),
-    ray: bool = typer.Option(False, "--ray", help="Run on a local Ray instance (pip install 'harmonia[ray]')."),
+    ray: bool = typer.Option(False, "--ray", help="Run on a local Ray instance (pip install 'harmonia\\[ray]')."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster ('auto': the one this node belongs to)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads per task.", show_default="1 with workers or Ray, else torch's default"),
 ) -> None:
@@ -91,7 +91,12 @@ def status_cmd(
     file: Path = FileArg,
     all_tasks: bool = typer.Option(False, "--all", help="List every task, not only those not done."),
 ) -> None:
-    """Done / running / pending / failed counts and the tasks not done, without loading any model."""
+    """Done / running / pending / failed counts and the tasks not done, without loading any model.
+
+    Failed tasks show their one-line reason; `run` again retries them.
+
+    Example: harmonia study status examples/lite-zoo.toml --all
+    """
     from collections import Counter
 
     from harmonia.studies import load_study, task_states
@@ -117,7 +122,11 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", help="The table: .csv or .parquet."),
 ) -> None:
     """One tidy row per model x data x measurement x headline number, with model metadata
-    (family, parameters, input size, weights) and ImageNet top-1 with its source."""
+    (family, parameters, input size, weights) and ImageNet top-1 with its source (measured,
+    or timm's published value).
+
+    Example: harmonia study export examples/lite-zoo.toml --out lite-zoo.parquet
+    """
     from harmonia.studies import load_study
     from harmonia.studies.export import export_table
 
@@ -131,7 +140,14 @@ def report_cmd(
     file: Path = FileArg,
     out: Optional[Path] = typer.Option(None, "--out", help="Folder of the report (report.html and its figures).", show_default="<study name>-report beside the file"),
 ) -> None:
-    """A self-contained HTML page with the trade-off figures (PNG and SVG beside it) and a sortable table."""
+    """A self-contained HTML page with the trade-off figures (PNG and SVG beside it) and a sortable table.
+
+    Accuracy vs alignment, tolerance and adversarial alignment, with a trend, Spearman's rho
+    and its bootstrap CI, the Pareto front and baseline -> harmonized arrows; hover a point
+    for its model. Pending and failed tasks are listed, not drawn.
+
+    Example: harmonia study report examples/lite-zoo.toml --out lite-zoo-report
+    """
     from harmonia.studies import load_study
     from harmonia.studies.report import write_report
 
