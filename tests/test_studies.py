@@ -301,7 +301,7 @@ def test_cli_study_errors_and_status(tmp_path):
     p = make_study(tmp_path)
     p.write_text(p.read_text().replace('kind = "accuracy"', 'kind = "acuracy"'))
     res = CliRunner().invoke(app, ["study", "status", str(p)])
-    assert res.exit_code == 2 and f"{p}:26:" in res.output and "unknown kind" in res.output
+    assert res.exit_code == 2 and f"{p}:26:" in res.output and "unknown kind" in res.output and "accuracy" in res.output
     p.write_text(p.read_text().replace('kind = "acuracy"', 'kind = "accuracy"'))
     res = CliRunner().invoke(app, ["study", "status", str(p)])
     assert res.exit_code == 0 and "4 tasks: 0 done, 0 running, 4 pending, 0 failed" in res.output

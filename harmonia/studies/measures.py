@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from harmonia.measurements import Batch, Measurement, dataset_ids
+from harmonia.registry import Registry
 from harmonia.store import ResultStore, dataset_fingerprint, model_key
 
 
@@ -108,6 +109,55 @@ def _take(settings: dict[str, Any], allowed: tuple[str, ...], kind: str) -> dict
     return settings
 
 
+RUNTIME = ("dataset", "store", "device")  # given by the task, never by the study file
+
+# Measurement kinds a study file names: a builder per kind whose keyword settings (other
+# than RUNTIME) are the keys its [[measurements]] table accepts.
+STUDY_MEASUREMENTS: Registry[Measurement] = Registry("measurement kind")
+
+
+@STUDY_MEASUREMENTS.register("accuracy")
+def _accuracy(*, limit: int | None = None, dataset: Any = None, store: Any = None, device: Any = None) -> Measurement:
+    return Accuracy(limit=limit, device=device)
+
+
+@STUDY_MEASUREMENTS.register("alignment")
+def _alignment(*, explainer: str = "saliency:reducer=max_abs", ceiling: Any = "auto", targets: str = "label",
+               metrics: list[str] | None = None, limit: int | None = None, dataset: Any = None, store: Any = None,
+               device: Any = None) -> Measurement:
+    from harmonia.attribution import parse_explainer_spec
+    from harmonia.evaluation import Alignment
+    from harmonia.metrics import MapScorer
+
+    expl = _setting("explainer", lambda: parse_explainer_spec(str(explainer)))
+    scorer = _setting("metrics", lambda: MapScorer(metrics=tuple(metrics)) if metrics is not None else MapScorer())
+    ceil = _setting("ceiling", lambda: _ceiling(ceiling, dataset, store, scorer))
+    return _setting("targets", lambda: Alignment(expl, scorer, ceiling=None if dataset is None else ceil,
+                                                 targets=targets, limit=limit, device=device))
+
+
+@STUDY_MEASUREMENTS.register("adversarial")
+def _adversarial(*, attack: str = "fmn", reducer: str = "abs_mean", ceiling: Any = "auto", limit: int | None = None,
+                 dataset: Any = None, store: Any = None, device: Any = None) -> Measurement:
+    from harmonia.adversarial import AdversarialAlignment
+    from harmonia.attacks import create_attack
+
+    ceil = _setting("ceiling", lambda: _ceiling(ceiling, dataset, store))
+    atk = _setting("attack", lambda: create_attack(str(attack)))
+    return _setting("reducer", lambda: AdversarialAlignment(atk, reducer=reducer, ceiling=None if dataset is None else ceil,
+                                                            limit=limit, device=device))
+
+
+def measurement_settings(kind: str) -> list[str]:
+    """The settings a ``[[measurements]]`` table of this kind accepts.
+
+    Example:
+        >>> measurement_settings("adversarial")
+        ['attack', 'reducer', 'ceiling', 'limit']
+    """
+    return [k for k in STUDY_MEASUREMENTS.settings(kind) if k not in RUNTIME]
+
+
 def build_measurement(kind: str, settings: dict[str, Any], dataset: Any = None, store: ResultStore | None = None,
                       device: str | None = None) -> Measurement:
     """The :class:`~harmonia.measurements.Measurement` a study file's entry describes.
@@ -115,28 +165,5 @@ def build_measurement(kind: str, settings: dict[str, Any], dataset: Any = None, 
     Without ``dataset`` only the settings are checked (a ceiling "auto" is resolved when the
     data is at hand: computed from its per-subject maps when it has them).
     """
-    if kind == "accuracy":
-        s = _take(settings, ("limit",), kind)
-        return Accuracy(limit=s.get("limit"), device=device)
-    if kind == "alignment":
-        from harmonia.attribution import parse_explainer_spec
-        from harmonia.evaluation import Alignment
-        from harmonia.metrics import MapScorer
-
-        s = _take(settings, ("explainer", "ceiling", "targets", "metrics", "limit"), kind)
-        explainer = _setting("explainer", lambda: parse_explainer_spec(str(s.get("explainer", "saliency:reducer=max_abs"))))
-        scorer = _setting("metrics", lambda: MapScorer(metrics=tuple(s["metrics"])) if "metrics" in s else MapScorer())
-        ceiling = _setting("ceiling", lambda: _ceiling(s.get("ceiling", "auto"), dataset, store, scorer))
-        return _setting("targets", lambda: Alignment(explainer, scorer, ceiling=None if dataset is None else ceiling,
-                                                     targets=s.get("targets", "label"), limit=s.get("limit"), device=device))
-    if kind == "adversarial":
-        from harmonia.adversarial import AdversarialAlignment
-        from harmonia.attacks import create_attack
-
-        s = _take(settings, ("attack", "reducer", "ceiling", "limit"), kind)
-        ceiling = _setting("ceiling", lambda: _ceiling(s.get("ceiling", "auto"), dataset, store))
-        attack = _setting("attack", lambda: create_attack(str(s.get("attack", "fmn"))))
-        return _setting("reducer", lambda: AdversarialAlignment(attack, reducer=s.get("reducer", "abs_mean"),
-                                                                ceiling=None if dataset is None else ceiling,
-                                                                limit=s.get("limit"), device=device))
-    raise ValueError(f"unknown measurement kind {kind!r}")
+    s = _take(settings, tuple(measurement_settings(kind)), kind)
+    return STUDY_MEASUREMENTS.create(kind, **s, dataset=dataset, store=store, device=device)

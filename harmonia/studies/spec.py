@@ -24,18 +24,13 @@ from typing import Any
 
 from harmonia.errors import UserError
 
-MEASUREMENT_KINDS = ("alignment", "adversarial", "accuracy")
 VARIANTS = ("baseline", "harmonized")
 
 _STUDY_KEYS = {"name", "store", "seeds", "device", "batch_size", "description"}
 _MODEL_KEYS = {"name", "pattern", "label", "pretrained", "num_classes", "kwargs", "family", "all", "train", "seed"}
 _TRAIN_KEYS = {"data", "split", "variants", "epochs", "preset", "settings"}
 _DATA_KEYS = {"name", "path", "split", "limit", "size", "simulate", "synthetic"}
-_MEASUREMENT_KEYS = {
-    "alignment": {"kind", "name", "models", "explainer", "ceiling", "targets", "metrics", "limit", "data", "batch_size"},
-    "adversarial": {"kind", "name", "models", "attack", "reducer", "ceiling", "limit", "data", "batch_size"},
-    "accuracy": {"kind", "name", "models", "limit", "data", "batch_size"},
-}
+_MEASUREMENT_COMMON = {"kind", "name", "models", "data", "batch_size"}  # besides the kind's own settings
 
 
 class StudyFileError(UserError):
@@ -314,10 +309,13 @@ def _measurement(r: _Reader, t: Any, i: int, data_names: set[str]) -> Measuremen
     p = ("measurements", i)
     if not isinstance(t, dict):
         raise r.fail(p, "expected a table")
+    from harmonia.studies.measures import STUDY_MEASUREMENTS, measurement_settings
+
     kind = r.get(t, p, "kind", str, required=True)
-    if kind not in MEASUREMENT_KINDS:
-        raise r.fail((*p, "kind"), f"unknown kind {kind!r}; kinds: {', '.join(MEASUREMENT_KINDS)}")
-    t = r.table(t, p, _MEASUREMENT_KEYS[kind])
+    if kind not in STUDY_MEASUREMENTS:
+        raise r.fail((*p, "kind"), f"unknown kind {kind!r}; kinds: {', '.join(STUDY_MEASUREMENTS.names())}")
+    kind = STUDY_MEASUREMENTS.resolve(kind)
+    t = r.table(t, p, _MEASUREMENT_COMMON | set(measurement_settings(kind)))
     data = r.get(t, p, "data", (list, str))
     if data is not None:
         data = (data,) if isinstance(data, str) else tuple(data)
