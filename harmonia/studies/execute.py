@@ -174,6 +174,12 @@ def execute_task(task_json: dict[str, Any], root: str, store_path: str, models_d
 # -- executors -----------------------------------------------------------------------------------
 
 
+def worker_died(task: Task, e: BaseException) -> dict[str, Any]:
+    """The outcome of a task whose worker died: failed, so a re-run retries it (its part file resumes)."""
+    return {"spec_key": task.spec_key, "state": "failed", "reason": f"worker: {_one_line(e)}", "failed_stage": "worker",
+            "seconds": 0.0}
+
+
 class LocalExecutor:
     """Tasks one after another in this process, writing straight into the study's store."""
 
@@ -213,11 +219,14 @@ class ProcessExecutor:
     def map(self, tasks: Iterable[Task], args: dict[str, Any]) -> Iterator[dict[str, Any]]:
         from concurrent.futures import as_completed
 
-        futures = [self.pool.submit(execute_task, t.to_json(), args["root"], str(part_path(args["parts_dir"], t.spec_key)),
-                                    args["models_dir"], args["device"], args["batch_size"], self.threads, args["store"])
-                   for t in tasks]
+        futures = {self.pool.submit(execute_task, t.to_json(), args["root"], str(part_path(args["parts_dir"], t.spec_key)),
+                                    args["models_dir"], args["device"], args["batch_size"], self.threads, args["store"]): t
+                   for t in tasks}
         for f in as_completed(futures):
-            yield f.result()
+            try:
+                yield f.result()
+            except Exception as e:  # noqa: BLE001 - the worker process died (killed, out of memory)
+                yield worker_died(futures[f], e)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -260,11 +269,15 @@ class RayExecutor:
         self.threads = threads
 
     def map(self, tasks: Iterable[Task], args: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        pending = [self.remote.remote(t.to_json(), args["root"], args["parts_dir"], args["models_dir"], args["device"],
-                                      args["batch_size"], self.threads, args["store"]) for t in tasks]
+        refs = {self.remote.remote(t.to_json(), args["root"], args["parts_dir"], args["models_dir"], args["device"],
+                                   args["batch_size"], self.threads, args["store"]): t for t in tasks}
+        pending = list(refs)
         while pending:
             ready, pending = self.ray.wait(pending, num_returns=1)
-            yield self.ray.get(ready[0])
+            try:
+                yield self.ray.get(ready[0])
+            except Exception as e:  # noqa: BLE001 - the Ray worker or its node died
+                yield worker_died(refs[ready[0]], e)
 
     def close(self) -> None:
         if self.started:
