@@ -55,7 +55,7 @@ def spearman_ci(x: Sequence[float], y: Sequence[float], n_boot: int = N_BOOT, se
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points no other point beats on both coordinates (higher is better), by increasing x."""
-    front, best_y = [], -math.inf
+    front, best_y = [], -math.inf  # drawn as steps that drop at each front point (where="pre")
     for p in sorted(points, key=lambda p: (-p[0], -p[1])):
         if p[1] > best_y:
             front.append(p)
@@ -140,7 +140,7 @@ def _figure(panel: Panel) -> tuple[bytes, str, dict[str, Any]]:
     front = pareto_front([(p["x"], p["y"]) for p in pts])
     if len(front) > 1:
         fx, fy = zip(*front)
-        ax.step(fx, fy, where="post", color="black", lw=0.8, alpha=0.6, label="Pareto front", zorder=2)
+        ax.step(fx, fy, where="pre", color="black", lw=0.8, alpha=0.6, label="Pareto front", zorder=2)
     by_pair: dict[str, dict[str, dict[str, Any]]] = {}
     for p in pts:
         if p["pair"] and p["variant"]:
