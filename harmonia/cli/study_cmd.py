@@ -59,7 +59,7 @@ def run_cmd(
     file: Path = FileArg,
     workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes (1: in this process)."),
     ray: bool = typer.Option(False, "--ray", help="Run on a local Ray instance (pip install 'harmonia\\[ray]')."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster ('auto': the one this node belongs to)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Join this Ray cluster ('auto': the one this node belongs to).", show_default="none: --ray, or local executors"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads per task.", show_default="1 with workers or Ray, else torch's default"),
 ) -> None:
     from harmonia.cli.progress import progress_callback
