@@ -261,7 +261,13 @@ class RayExecutor:
         self.started = not ray.is_initialized()
         if self.started:
             if address:
-                ray.init(address=address, log_to_driver=False)
+                try:
+                    ray.init(address=address, log_to_driver=False)
+                except ConnectionError as e:
+                    hint = "" if os.environ.get("RAY_AUTH_MODE") else (
+                        "; a cluster started with `ray start` uses token authentication (Ray >= 2.59):"
+                        " set RAY_AUTH_MODE=token here too (docs/studies.md)")
+                    raise ConnectionError(f"{e}{hint}") from None
             else:
                 ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                          runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
