@@ -24,6 +24,13 @@ class TinyCNN(nn.Module):
         return self.head(self.features(x))
 
 
+@pytest.fixture(autouse=True)
+def _default_store_in_tmp(tmp_path_factory, monkeypatch):
+    """Commands run without --store write the default store: keep it out of the working folder."""
+    if "HARMONIA_STORE" not in os.environ:
+        monkeypatch.setenv("HARMONIA_STORE", str(tmp_path_factory.mktemp("default-store") / "harmonia-results.sqlite"))
+
+
 @pytest.fixture
 def tiny_model() -> HarmoniaModel:
     torch.manual_seed(0)

@@ -149,7 +149,7 @@ def test_command_modules_register_without_importing_the_app():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == "attack ceiling demo evaluate explain models neural train | challenge data featviz results".split()
+    assert out.stdout.split() == "attack ceiling demo evaluate explain models neural train | challenge data featviz results study".split()
     from harmonia.cli.data_cmd import data_app
     from harmonia.cli.main import app, build_app
 

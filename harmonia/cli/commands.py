@@ -22,11 +22,12 @@ from harmonia.cli import (
     models_cmd,
     neural_cmd,
     results_cmd,
+    study_cmd,
     train_cmd,
 )
 
 COMMAND_MODULES = (attack_cmd, ceiling_cmd, challenge_cmd, data_cmd, demo_cmd, evaluate_cmd, explain_cmd, featviz_cmd,
-                   models_cmd, neural_cmd, results_cmd, train_cmd)
+                   models_cmd, neural_cmd, results_cmd, study_cmd, train_cmd)
 
 
 def register_all(app: typer.Typer) -> None:

@@ -82,9 +82,9 @@ def score_neural_models(
     from harmonia.utils.device import resolve_device
     from harmonia.utils.io import claim_output_file
 
+    dev = resolve_device(device)  # first: a bad device must not leave an output claimed
     if plot is not None:
         claim_output_file(Path(plot), inputs=[data, store or default_store_path()], option="--plot")  # before any work
-    dev = resolve_device(device)
     check_regression(regression)
     rec = open_recording(data, preset=preset, window=window, stimuli=stimuli, region=region, image_size=image_size)
     if rec.synthetic:

@@ -1,8 +1,8 @@
 """The published 3D-PC per-model tables (327 models) and the scatter a new model is placed on.
 
 LICENCE: the tables are the 3D-PC authors' (Linsley, Zhou et al., ICLR 2025), released under
-CC-BY-4.0; ``timm-results-imagenet.csv`` is timm's results table (Apache-2.0). See
-``tables/README.md``.
+CC-BY-4.0 (``tables/README.md``); timm's results table (Apache-2.0) is the one the study export
+uses, ``harmonia/resources/timm-results-imagenet.csv``.
 
 Example:
     >>> t = published("linear")
@@ -65,7 +65,7 @@ def summary(protocol: str, task: str) -> dict[str, float]:
 
 @lru_cache(maxsize=1)
 def _timm_top1() -> dict[str, float]:
-    t = pd.read_csv(TABLES / "timm-results-imagenet.csv")
+    t = pd.read_csv(Path(__file__).resolve().parents[2] / "resources" / "timm-results-imagenet.csv")
     return dict(zip(t["model"], t["top1"].astype(float)))
 
 
