@@ -14,7 +14,7 @@ from harmonia.challenges import create
 from harmonia.challenges.svrt import PROBLEMS, circumcentre, min_altitude, square_error
 from harmonia.challenges.svrt_geometry import W, Placed, render_meta
 
-N_PER_PROBLEM = 100  # 50 per class, 2300 samples checked in all
+N_PER_PROBLEM = 200  # 100 per class, 4600 samples checked in all
 
 
 def _items(meta):

@@ -80,11 +80,12 @@ def score_neural_models(
     from harmonia.store import ResultStore
     from harmonia.store.sqlite import default_store_path
     from harmonia.utils.device import resolve_device
-    from harmonia.utils.io import claim_output_file
+    from harmonia.utils.io import OutputFolder
 
     dev = resolve_device(device)  # first: a bad device must not leave an output claimed
-    if plot is not None:
-        claim_output_file(Path(plot), inputs=[data, store or default_store_path()], option="--plot")  # before any work
+    if plot is not None:  # checked before any work, listed as harmonia's only when written
+        plot_out = OutputFolder(Path(plot).parent, inputs=[data, store or default_store_path()], option="--plot")
+        plot_out.check([Path(plot).name])
     check_regression(regression)
     rec = open_recording(data, preset=preset, window=window, stimuli=stimuli, region=region, image_size=image_size)
     if rec.synthetic:
@@ -114,6 +115,7 @@ def score_neural_models(
                f"ceiling {fmt_number(res.ceiling)} ({res.ceiling_kind})"
                + (f"; split-half reliability {fmt_number(res.reliability)}" if math.isfinite(res.reliability) else ""))
     if plot is not None:
+        plot_out.claim([Path(plot).name])
         plot_layer_profile(results, plot, title=rec.name + (" (SYNTHETIC)" if rec.synthetic else ""))
         ui.log(f"layer profile written to {plot}; results stored in {result_store.path}")
     else:
