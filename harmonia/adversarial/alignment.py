@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from harmonia import __version__
 from harmonia.adversarial.grouping import GroupedLogits, resolve_grouping
@@ -29,7 +28,7 @@ from harmonia.attacks import FMN, FOOLED, MISCLASSIFIED, NOT_FOOLED, Attack, Att
 from harmonia.errors import HarmoniaWarning, UserError
 from harmonia.evaluation import Ceiling, check_classes
 from harmonia.evaluation.evaluate import dataset_meta, model_meta
-from harmonia.measurements import Batch, Measurement, Result, dataset_ids, progress_events, run
+from harmonia.measurements import Batch, Measurement, Result, dataset_ids, loader_batches, progress_events, run
 from harmonia.metrics import MapScorer, summarize
 from harmonia.store import ResultStore, dataset_fingerprint, model_key
 from harmonia.utils.device import resolve_device
@@ -248,11 +247,7 @@ class AdversarialAlignment(Measurement):
         return GroupedLogits(model, self.groups) if self.groups is not None else model
 
     def batches(self, data: Any, ids: list[str], index: list[int], batch_size: int | None) -> Iterator[Batch]:
-        start = 0
-        for batch in DataLoader(Subset(data, index), batch_size=batch_size or len(index) or 1):
-            n = len(batch["id"])
-            yield Batch([str(i) for i in batch["id"]], index[start:start + n], batch)
-            start += n
+        return loader_batches(data, index, batch_size)
 
     def compute(self, attacked_model: Callable, batch: Batch) -> list[dict[str, Any]]:
         dev, b, ids, target, groups = self.device, batch.data, batch.ids, self.target, self.groups

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from harmonia import __version__
 from harmonia.attribution import Explainer, Saliency
 from harmonia.errors import HarmoniaWarning, UserError
-from harmonia.measurements import Batch, Measurement, Result, dataset_ids, progress_events, run
+from harmonia.measurements import Batch, Measurement, Result, dataset_ids, loader_batches, progress_events, run
 from harmonia.metrics import CLICKME_CEILING, HUMAN_STATS_CACHE, MapScorer, MapStatsCache, summarize
 from harmonia.store import ResultStore, cache_key, dataset_fingerprint, model_key
 from harmonia.utils.device import resolve_device
@@ -146,13 +145,8 @@ class Alignment(Measurement):
                 "finish_batch": getattr(data, "finish_batch", None)}
 
     def batches(self, data: Any, ids: list[str], index: list[int], batch_size: int | None) -> Iterator[Batch]:
-        loader = DataLoader(Subset(data, index), batch_size=batch_size or len(index) or 1, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
-        start = 0
-        for batch in loader:
-            n = len(batch["id"])
-            yield Batch([str(i) for i in batch["id"]], index[start:start + n], batch)
-            start += n
+        return loader_batches(data, index, batch_size, num_workers=self.num_workers,
+                              pin_memory=self.device.type == "cuda", persistent_workers=False)
 
     def compute(self, ctx: dict[str, Any], batch: Batch) -> list[dict[str, Any]]:
         dev, b = self.device, batch.data

@@ -53,6 +53,24 @@ class Batch:
     data: Any = None
 
 
+def loader_batches(data: Any, index: list[int], batch_size: int | None, **loader_options: Any) -> Iterator[Batch]:
+    """Batches of the items of ``data`` at ``index`` through a torch ``DataLoader`` (items are
+    dicts with an ``"id"``): what a measurement over a dataset's images yields from ``batches``.
+
+    Example:
+        >>> data = [{"id": f"im{i}", "x": i} for i in range(5)]
+        >>> [(b.ids, b.index) for b in loader_batches(data, [0, 2, 4], 2)]
+        [(['im0', 'im2'], [0, 2]), (['im4'], [4])]
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    start = 0
+    for batch in DataLoader(Subset(data, index), batch_size=batch_size or len(index) or 1, **loader_options):
+        n = len(batch["id"])
+        yield Batch([str(i) for i in batch["id"]], index[start:start + n], batch)
+        start += n
+
+
 @dataclass
 class Result:
     """What :func:`run` returns for every measurement."""

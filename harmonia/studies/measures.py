@@ -18,9 +18,8 @@ import math
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Subset
 
-from harmonia.measurements import Batch, Measurement, dataset_ids
+from harmonia.measurements import Batch, Measurement, dataset_ids, loader_batches
 from harmonia.registry import Registry
 from harmonia.store import ResultStore, dataset_fingerprint, model_key
 
@@ -59,11 +58,7 @@ class Accuracy(Measurement):
         return model.to(self.device).eval()
 
     def batches(self, data: Any, ids: list[str], index: list[int], batch_size: int | None) -> Iterator[Batch]:
-        start = 0
-        for batch in DataLoader(Subset(data, index), batch_size=batch_size or len(index) or 1):
-            n = len(batch["id"])
-            yield Batch([str(i) for i in batch["id"]], index[start:start + n], batch)
-            start += n
+        return loader_batches(data, index, batch_size)
 
     def compute(self, model: Any, batch: Batch) -> list[dict[str, Any]]:
         with torch.no_grad():
