@@ -94,6 +94,21 @@ class Challenge:
         return f"{type(self).__name__}(seed={self.seed}, {knobs})"
 
 
+class BatchedChallenge(Challenge):
+    """A challenge drawn vectorised: subclasses implement :meth:`sample_batch` (each sample's random
+    numbers from its own generator, so a batch equals drawing its samples one by one)."""
+
+    def sample(self, rng: np.random.Generator, label: int, index: int) -> dict[str, Any]:
+        return self.sample_batch([rng], [label])[0]
+
+    def samples(self, indices: list[int]) -> list[dict[str, Any]]:
+        idx = [self._index(i) for i in indices]
+        return self.sample_batch([self.rng(i) for i in idx], [self.label_of(i) for i in idx])
+
+    def sample_batch(self, rngs: list[np.random.Generator], labels: list[int]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
 _SUPPORT_MODULES = {"base", "dataset", "writer"}
 
 

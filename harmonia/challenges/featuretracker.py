@@ -44,7 +44,7 @@ from harmonia.challenges._tracking import (
     paths_from_uniforms,
     random_paths,
 )
-from harmonia.challenges.base import CHALLENGES, Challenge
+from harmonia.challenges.base import CHALLENGES, BatchedChallenge
 
 SIZE = 32
 WINDOW = SIZE - 5
@@ -144,7 +144,7 @@ def hue_paths(rng: np.random.Generator, n: int, frames: int, colors: str) -> np.
 
 
 @CHALLENGES.register("featuretracker", aliases=("feature_tracker", "ft"))
-class FeatureTracker(Challenge):
+class FeatureTracker(BatchedChallenge):
     """FeatureTracker videos; knobs ``frames`` (32), ``distractors`` (10), ``speed`` (1),
     ``shapes`` (none / in / out) and ``colors`` (none / in / out / irregular); default in distribution.
 
@@ -169,13 +169,6 @@ class FeatureTracker(Challenge):
         super().__init__(seed=seed, length=length, frames=frames, distractors=distractors, speed=speed,
                          shapes=shapes, colors=colors)
         self.frames, self.distractors, self.speed, self.shapes, self.colors = frames, distractors, speed, shapes, colors
-
-    def sample(self, rng: np.random.Generator, label: int, index: int) -> dict[str, Any]:
-        return self.sample_batch([rng], [label])[0]
-
-    def samples(self, indices: list[int]) -> list[dict[str, Any]]:
-        idx = [self._index(i) for i in indices]
-        return self.sample_batch([self.rng(i) for i in idx], [self.label_of(i) for i in idx])
 
     def sample_batch(self, rngs: list[np.random.Generator], labels: list[int]) -> list[dict[str, Any]]:
         """Videos for several generators at once (each video's random numbers from its own generator)."""

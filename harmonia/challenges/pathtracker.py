@@ -34,7 +34,7 @@ from harmonia.challenges._tracking import (
     paths_from_uniforms,
     random_paths,
 )
-from harmonia.challenges.base import CHALLENGES, Challenge
+from harmonia.challenges.base import CHALLENGES, BatchedChallenge
 
 SIZE = 32
 WINDOW = SIZE - 5
@@ -47,7 +47,7 @@ SPEEDS = (1, 2, 4)
 
 
 @CHALLENGES.register("pathtracker", aliases=("path_tracker", "pt"))
-class PathTracker(Challenge):
+class PathTracker(BatchedChallenge):
     """PathTracker videos; knobs ``frames`` (32, 64 default, 128), ``distractors`` (0, 5, 14 default,
     25), ``speed`` (1 default, 2, 4: path samples per frame). Other values are allowed when possible.
 
@@ -67,13 +67,6 @@ class PathTracker(Challenge):
         speed = check_int("speed", speed, 1, 16)
         super().__init__(seed=seed, length=length, frames=frames, distractors=distractors, speed=speed)
         self.frames, self.distractors, self.speed = frames, distractors, speed
-
-    def sample(self, rng: np.random.Generator, label: int, index: int) -> dict[str, Any]:
-        return self.sample_batch([rng], [label])[0]
-
-    def samples(self, indices: list[int]) -> list[dict[str, Any]]:
-        idx = [self._index(i) for i in indices]
-        return self.sample_batch([self.rng(i) for i in idx], [self.label_of(i) for i in idx])
 
     def sample_batch(self, rngs: list[np.random.Generator], labels: list[int]) -> list[dict[str, Any]]:
         """Videos for several generators at once: each video's random numbers come from its own
