@@ -21,8 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -96,15 +94,11 @@ def explain_images(model: HarmoniaModel, explainer: Explainer, paths: list[Path]
 
 def write_predictions(records: list[dict[str, Any]], paths: list[Path], out: str | os.PathLike) -> Path:
     """``out/predictions.csv``: one row per record (atomically, claimed as harmonia's); returns its path."""
-    from harmonia.utils.io import atomic_write_text
+    from harmonia.utils.io import atomic_write_text, records_csv
 
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(records)
     check_photo_outputs(paths, out)[1].claim([PREDICTIONS])
     path = Path(out) / PREDICTIONS
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, records_csv(records))
     return path
 
 

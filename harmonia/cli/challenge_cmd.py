@@ -180,8 +180,6 @@ def challenge_evaluate_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for grid.csv, grid.json and grid.png.", show_default="none (table only)"),
     store_path: Optional[Path] = typer.Option(None, "--store", help="Results store.", show_default="$HARMONIA_STORE or ./harmonia-results.sqlite"),
 ) -> None:
-    import csv
-    import io
     import json
 
     from rich.table import Table
@@ -190,7 +188,7 @@ def challenge_evaluate_command(
     from harmonia.challenges.evaluation import evaluate_grid, heatmap_figure
     from harmonia.cli.progress import progress_callback
     from harmonia.store import ResultStore
-    from harmonia.utils.io import atomic_write_bytes, atomic_write_text
+    from harmonia.utils.io import atomic_write_bytes, atomic_write_text, records_csv
 
     challenge = create(name).name
     knobs = parse_sets(sets)
@@ -217,11 +215,7 @@ def challenge_evaluate_command(
                       "do not degrade with clutter and length)", highlight=False)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(out / "grid.csv", buf.getvalue())
+        atomic_write_text(out / "grid.csv", records_csv(rows))
         atomic_write_text(out / "grid.json", json.dumps(rows, indent=1) + "\n")
         if conditions is None:
             atomic_write_bytes(out / "grid.png", heatmap_figure(rows, challenge))

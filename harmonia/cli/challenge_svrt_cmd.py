@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import List, Optional
@@ -52,7 +50,7 @@ def svrt_curves_command(
     from harmonia.challenges.svrt_baselines import SVRT_MODELS, curves_png, efficiency_curves, taxonomy, taxonomy_png
     from harmonia.cli.progress import progress_callback
     from harmonia.store import ResultStore
-    from harmonia.utils.io import atomic_write_bytes, atomic_write_text
+    from harmonia.utils.io import atomic_write_bytes, atomic_write_text, records_csv
 
     chosen = sorted(PROBLEMS) if all_problems else sorted(set(problems or []))
     if not chosen:
@@ -87,11 +85,7 @@ def svrt_curves_command(
     console.print(table)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(out / "curves.csv", buf.getvalue())
+        atomic_write_text(out / "curves.csv", records_csv(rows))
         atomic_write_text(out / "curves.json", json.dumps(rows, indent=1) + "\n")
         atomic_write_bytes(out / "curves.png", curves_png(rows))
         written = ["curves.csv", "curves.json", "curves.png"]

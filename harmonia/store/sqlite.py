@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -39,6 +38,7 @@ from typing import Any, Iterable
 
 from harmonia.store.keys import _json_default, file_digest
 from harmonia.utils.lock import PathLock
+from harmonia.utils.io import records_csv
 
 # What each part of harmonia records (evaluate, attack, ceiling, train, neural).
 RUN_KINDS = ("evaluation", "adversarial", "ceiling", "training", "neural")
@@ -474,14 +474,7 @@ def _flat_meta(meta: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _write_csv(records: list[dict[str, Any]], out: io.TextIOBase | None) -> str:
-    columns: list[str] = []
-    for r in records:
-        columns.extend(k for k in r if k not in columns)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    w.writerows(records)
-    text = buf.getvalue()
+    text = records_csv(records)
     if out is not None:
         out.write(text)
     return text

@@ -268,3 +268,24 @@ def unique_labels(names: Iterable[str]) -> list[str]:
         seen[lab] = seen.get(lab, 0) + 1
         out.append(lab if seen[lab] == 1 else f"{lab}-{seen[lab]}")
     return out
+
+
+def records_csv(records: Iterable[dict]) -> str:
+    r"""CSV text of dict records: the columns of every record, in first-seen order.
+
+    Example:
+        >>> records_csv([{"id": "a", "x": 1}, {"id": "b", "x": 2, "y": 3}])
+        'id,x,y\na,1,\nb,2,3\n'
+    """
+    import csv
+    import io
+
+    records = list(records)
+    columns: list[str] = []
+    for r in records:
+        columns.extend(k for k in r if k not in columns)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(records)
+    return buf.getvalue()
