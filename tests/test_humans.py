@@ -212,6 +212,27 @@ def test_clicks_to_dataset_round_trip(tmp_path):
     assert item["subjects"].sum(dim=(1, 2)).tolist() == [1.0] * 4 and item["subjects"][0, 12, 12] == 1
 
 
+def test_clicks_to_dataset_refuses_images_inside_the_split_it_replaces(tmp_path):
+    # The images of a split that is rebuilt from its own clicks: the move on close would delete them.
+    from harmonia.data import HarmoniaDataset
+
+    rng = np.random.default_rng(0)
+    rows = [("p1.png", f"u{u}", [1, 15, 28], [2, 15, 29], 1.0, False, 0) for u in range(3)]
+    df = pd.DataFrame(rows, columns=["image", "user", "x", "y", "catch_accuracy", "is_mobile", "label"])
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "p1.png")
+    f = ClickFilter(min_clicks=1, min_subjects=2)
+    clicks_to_dataset(df, tmp_path / "imgs", tmp_path / "ds", filter=f, resize=None, crop=None)
+    inside = tmp_path / "ds" / "test" / "images"
+    before = sorted(p.read_bytes() for p in inside.iterdir())
+    with pytest.raises(FileExistsError, match="inside .*the split this would replace"):
+        clicks_to_dataset(df.assign(image="p1.png"), inside, tmp_path / "ds", filter=f, resize=None, crop=None)
+    assert sorted(p.read_bytes() for p in inside.iterdir()) == before  # nothing lost
+    assert len(HarmoniaDataset(tmp_path / "ds")) == 1
+    # another split of the same dataset may read them
+    clicks_to_dataset(df, inside, tmp_path / "ds", split="again", filter=f, resize=None, crop=None)
+
+
 # ---------------------------------------------------------------------------- ceilings
 def _blob_subjects(rng, centre, n, size=48, rate=0.08):
     yy, xx = np.mgrid[:size, :size]

@@ -325,6 +325,7 @@ def convert(
         synthetic=synthetic,
         description=f"Converted from ClickMe TFRecord shards ({', '.join(formats)}) by `harmonia data convert`.",
         extra={"source": "clickme", "clickme_formats": formats, "preprocess": pre_desc},
+        inputs=shards,
     ) as writer:
         for item in _iterate(ds_c, num_workers):
             writer.add(_BAD_ID_CHARS.sub("_", item["id"]), item["image"], item["map"], int(item["label"]))

@@ -32,7 +32,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -357,7 +357,9 @@ class DatasetWriter:
     onto ``ROOT/SPLIT`` (replacing an older split of that name) and adds the split to
     ``harmonia.json`` (created if absent). An exception inside ``with`` removes the partial
     folder; one left by a killed writer is recognised and removed by the next writer of
-    that split (with a :class:`~harmonia.errors.HarmoniaWarning`).
+    that split (with a :class:`~harmonia.errors.HarmoniaWarning`). ``inputs`` are the files or
+    folders the caller reads while writing: one inside the split being replaced is refused,
+    since the move on close would delete it.
     """
 
     def __init__(
@@ -371,6 +373,7 @@ class DatasetWriter:
         classes: list[str] | None = None,
         image_format: str = "png",
         extra: dict[str, Any] | None = None,
+        inputs: Iterable[str | os.PathLike] = (),
     ) -> None:
         if not _ID_RE.match(split):
             raise ValueError(f"split name {split!r} must use letters, digits, '.', '_' or '-'")
@@ -382,6 +385,12 @@ class DatasetWriter:
         self.split = split
         self.final_dir = self.root / split
         self.split_dir = partial_split_dir(self.root, split)  # where files go until close
+        final = Path(os.path.realpath(self.final_dir))
+        for src in inputs:
+            real = Path(os.path.realpath(src))
+            if real == final or final in real.parents:
+                raise FileExistsError(f"{src}: lies inside {self.final_dir}, the split this would replace; "
+                                      "write to another output folder or split name")
         if self.final_dir.is_dir() and any(self.final_dir.iterdir()) and not (self.final_dir / INDEX_FILE).is_file():
             # Only a split harmonia wrote is ever replaced (this may be the folder the data comes from).
             raise FileExistsError(f"{self.final_dir}: exists and is not a harmonia split; refusing to replace it "

@@ -804,7 +804,8 @@ def clicks_to_dataset(
     dataset_name = name or Path(str(table.source)).stem or "clicks"
     done = 0
     with DatasetWriter(out_dir, split, name=dataset_name, synthetic=False,
-                       description=f"ClickMe-style maps from raw clicks ({table.source})", extra=extra) as writer:
+                       description=f"ClickMe-style maps from raw clicks ({table.source})", extra=extra,
+                       inputs=[images_dir]) as writer:
         for it in items:
             if it.id in ids_seen:
                 raise ValueError(f"images {ids_seen[it.id]!r} and {it.name!r} both map to dataset id {it.id!r}; rename one")
