@@ -91,7 +91,7 @@ def _prepare_data(study: Study, emit: Event) -> None:
     for d in study.data:
         if d.simulate is None:
             continue
-        cfg = SimulationConfig(**d.simulate)
+        cfg = SimulationConfig.from_json(d.simulate)  # lists as tuples, as the data set's own record
         if (d.path / "harmonia.json").is_file():
             info = read_info(d.path)
             if SimulationConfig.from_json(info.extra.get("simulation", {})) == cfg:
