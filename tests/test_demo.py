@@ -64,6 +64,7 @@ def test_demo_quick_writes_report_and_store(tmp_path, one_thread):
     report = out / "report.html"
     assert report.is_file()
     assert str(report.resolve()) in r.output.replace("\n", "")  # the path is printed
+    assert "harmonized seed 0 epoch 1:" in r.output  # the study's training shows its epochs
     page = report.read_text()
     assert "simulated" in page and "SYNTHETIC" in page
     assert "<td>baseline</td>" in page and "<td>harmonized</td>" in page

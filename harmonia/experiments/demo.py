@@ -219,6 +219,10 @@ def run_demo(out: Path, settings: ComparisonSettings, *, quick: bool = False, ph
                 ui.log(f"{task.title}: {outcome['state']}" + (f" ({outcome['reason']})" if outcome.get("reason") else "")
                        + (f", {outcome['seconds']:.0f} s" if outcome.get("seconds") else ""))
                 update(event["done"], event["total"])
+            elif name == "train" and ui.on_step is not None:  # the trainer's epochs, as before the study
+                task = event["task"]
+                ui.on_step(f"{task.model['variant']} seed {task.model['seed']}",
+                           {k: v for k, v in event.items() if k != "task"})
 
         done = run_study(study, on_event=on_event)
     if done["failed"]:
