@@ -90,6 +90,7 @@ def test_demo_quick_writes_report_and_store(tmp_path, one_thread):
         for row in store.rows(run.key):
             assert (row["status"] == "fooled") == (row["l2"] is not None and math.isfinite(row["l2"]))
     assert "Adversarial alignment" in page and "perturbation" in page
+    assert f"harmonia study status {study.path}" in page and f"--store {study.store}" in page
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["synthetic"] is True
