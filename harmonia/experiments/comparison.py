@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from harmonia.settings import COMPARISON_SPLITS, ComparisonSettings
+from harmonia.settings import COMPARISON_SPLITS, ComparisonSettings, LossOptions
 from harmonia.training.trainer import HISTORY_FILE as HISTORY
 
 SPLITS = COMPARISON_SPLITS
@@ -149,6 +149,7 @@ def comparison_study(settings: ComparisonSettings, data_path: str = "sim-clickme
         "augment": False, "warmup_epochs": 0.5, "checkpoint_every_epochs": 0,
         "eval_splits": list(SPLITS), "eval_every": 1, "eval_limit": s.curve_eval_limit, "eval_batch_size": 100,
     }  # fmt: skip
+    # one [[data]] entry per test split of the same folder: sim, sim_shortcut_broken, sim_no_cue
     return {
         "study": {"name": "demo", "description": DESCRIPTION, "seeds": list(s.seeds), "device": device, "batch_size": 100},
         "models": [{"name": "small_cnn", "label": "cnn", "kwargs": {"width": s.width},
@@ -192,7 +193,8 @@ def comparison_from_study(study: Any, settings: ComparisonSettings, load_models:
     Raises :class:`~harmonia.errors.UserError` naming every task that is not done.
 
     Example:
-        >>> cmp = comparison_from_study(resolve_study("demo-out/demo.toml"), ComparisonSettings())  # doctest: +SKIP
+        >>> from harmonia.studies import load_study
+        >>> cmp = comparison_from_study(load_study("demo-out/demo.toml"), ComparisonSettings())  # doctest: +SKIP
     """
     import json
 
@@ -215,7 +217,8 @@ def comparison_from_study(study: Any, settings: ComparisonSettings, load_models:
             if t.stage == "train":
                 folder = models_dir(study) / t.spec_key
                 history = json.loads((folder / HISTORY).read_text()) if (folder / HISTORY).is_file() else {}
-                lam = 0.0 if m["variant"] == "baseline" else float(m["train"]["settings"].get("lambda_harmonization", 1.0))
+                lam = 0.0 if m["variant"] == "baseline" else float(m["train"]["settings"].get(
+                    "lambda_harmonization", LossOptions.lambda_harmonization))
                 runs[t.spec_key] = ModelRun(m["variant"], int(m["seed"]), lam, {}, history, float(row["seconds"] or 0.0),
                                             folder, load(folder / CHECKPOINT) if load_models else None)
                 timings[f"train {m['variant']} seed {m['seed']}"] = float(row["seconds"] or 0.0)
