@@ -22,14 +22,10 @@ Example:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harmonia.config import Config
-
-if TYPE_CHECKING:
-    from harmonia.training.trainer import TrainConfig
 
 SCORES = ("logit", "centered_logit", "log_prob")
 CEILING_METRICS = ("spearman", "dice", "iou", "dice_top", "iou_top")
@@ -296,31 +292,3 @@ class ComparisonSettings(Config):
         """
         return SimulationConfig(n_train=self.n_train, n_test=self.n_test, n_subjects=self.n_subjects,
                                 seed=self.sim_seed, shortcut_rate=self.shortcut_rate, part_radius=self.part_radius)
-
-    def train_config(self, data: str | os.PathLike, out_dir: str | os.PathLike, *, seed: int, harmonized: bool,
-                     device: str = "cpu") -> "TrainConfig":
-        """The trainer settings of one run; the two variants differ only in the human-map terms.
-
-        Example:
-            >>> s = ComparisonSettings()
-            >>> a = s.train_config("d", "o", seed=1, harmonized=False).to_json()
-            >>> b = s.train_config("d", "o", seed=1, harmonized=True).to_json()
-            >>> sorted(k for k in a if a[k] != b[k])
-            ['lambda_harmonization', 'lambda_masked']
-        """
-        from harmonia.training.trainer import TrainConfig
-
-        return TrainConfig.from_preset(
-            "adamw",
-            data=str(data), model="small_cnn", out_dir=str(out_dir), seed=seed,
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            label_smoothing=self.label_smoothing, reducer=self.reducer, score=self.score,
-            lambda_harmonization=self.lambda_harmonization if harmonized else 0.0,
-            lambda_outside=self.lambda_outside if harmonized else 0.0,
-            lambda_masked=self.lambda_masked if harmonized else 0.0,
-            # No augmentation: a random crop would cut the corner shortcut out of many images
-            # and blur what the comparison is about (what the loss alone changes).
-            augment=False, warmup_epochs=0.5,
-            eval_splits=list(COMPARISON_SPLITS), eval_every=1, eval_limit=self.curve_eval_limit, eval_batch_size=100,
-            checkpoint_every_epochs=0, num_workers=0, device=device, progress=False,
-        )  # fmt: skip

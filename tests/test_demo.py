@@ -27,8 +27,36 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+# Numbers of the comparison measured with the code before the demo became a study (commit
+# 18752a8, run_comparison, one torch thread, this environment), as (variant, seed) -> the
+# values of compare.METRICS in order. The study path must give exactly these.
+NAN = float("nan")
+BEFORE_QUICK = {
+    ("baseline", 0): (0.125, 0.125, 0.125, 0.06528100443549954, 0.1054753456440088, 16.344041916711166, -0.3264194417045374),
+    ("harmonized", 0): (0.125, 0.125, 0.125, 0.5799280687224487, 0.603098881182549, 0.7787620814305031, -0.20496362267013135),
+}
+TINY = ComparisonSettings.quick(n_train=64, n_test=24, n_subjects=3, epochs=1, adv_images=8, adv_steps=10,
+                                curve_eval_limit=16, seeds=(0, 1))
+BEFORE_TINY = {
+    ("baseline", 0): (0.125, 0.125, 0.125, 0.16948268146125559, 0.20326880120445293, NAN, NAN),
+    ("harmonized", 0): (0.125, 0.125, 0.125, 0.09018437551840938, 0.03583642147473124, NAN, NAN),
+    ("baseline", 1): (0.125, 0.125, 0.125, -0.07639700239295587, -0.03992874642315597, 1.7331573739746364, 0.04260718596694337),
+    ("harmonized", 1): (0.125, 0.125, 0.125, -0.16200120751445796, -0.19241877356002018, NAN, NAN),
+}
+
+
+def _same(a, b):
+    """Equal numbers, NaN equal to NaN (an undefined number stays undefined)."""
+    return len(a) == len(b) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b))
+
+
+def _numbers(comparison):
+    return {(r.variant, r.seed): tuple(r.value(m) for m in compare.METRICS) for r in comparison.runs}
+
+
 def test_demo_quick_writes_report_and_store(tmp_path, one_thread):
     from harmonia.store import ResultStore
+    from harmonia.studies import load_study, task_states
 
     out = tmp_path / "demo"
     r = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
@@ -36,12 +64,17 @@ def test_demo_quick_writes_report_and_store(tmp_path, one_thread):
     report = out / "report.html"
     assert report.is_file()
     assert str(report.resolve()) in r.output.replace("\n", "")  # the path is printed
+    assert "harmonized seed 0 epoch 1:" in r.output  # the study's training shows its epochs
     page = report.read_text()
     assert "simulated" in page and "SYNTHETIC" in page
     assert "<td>baseline</td>" in page and "<td>harmonized</td>" in page
     assert "data:image/png;base64," in page and 'src="http' not in page  # self-contained
 
-    store = ResultStore(out / "results.sqlite")
+    # the demo ran a study: its file (the preset with the options applied) and store are in --out
+    study = load_study(out / "demo.toml")
+    assert study.name == "demo" and study.store == (out / "demo.sqlite").resolve()
+    assert [s for _, s, _ in task_states(study)] == ["done"] * 10  # 2 trainings, 2 x (3 alignment + 1 adversarial)
+    store = ResultStore(out / "demo.sqlite")
     evals = [run for run in store.runs(kind="evaluation", status="complete")]
     by_split = {}
     for run in evals:
@@ -50,7 +83,6 @@ def test_demo_quick_writes_report_and_store(tmp_path, one_thread):
     assert {s: len(v) for s, v in by_split.items()} == {"test": 2, "test_shortcut_broken": 2, "test_no_cue": 2}
     n_test = ComparisonSettings.quick().n_test
     assert all(run.meta["synthetic"] and run.n_rows == n_test for run in evals)
-    assert len(store.runs(kind="training", status="complete")) == 2
     # adversarial alignment of both models: one row per attacked image, never a made-up norm
     adv = store.runs(kind="adversarial", status="complete")
     assert len(adv) == 2 and all(run.n_rows == ComparisonSettings.quick().adv_images for run in adv)
@@ -58,22 +90,114 @@ def test_demo_quick_writes_report_and_store(tmp_path, one_thread):
         for row in store.rows(run.key):
             assert (row["status"] == "fooled") == (row["l2"] is not None and math.isfinite(row["l2"]))
     assert "Adversarial alignment" in page and "perturbation" in page
+    assert f"harmonia study status {study.path}" in page and f"--store {study.store}" in page
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["synthetic"] is True
     assert sorted(r["variant"] for r in summary["runs"]) == ["baseline", "harmonized"]
     lambdas = {r["variant"]: r["lambda_harmonization"] for r in summary["runs"]}
     assert lambdas["baseline"] == 0 and lambdas["harmonized"] > 0
+    # same numbers for the same seed as before the demo became a study
+    got = {(r["variant"], r["seed"]): tuple(r["metrics"][m.split("/")[0]][m.split("/")[1]] for m in compare.METRICS)
+           for r in summary["runs"]}
+    assert all(_same(tuple(NAN if v is None else v for v in got[k]), BEFORE_QUICK[k]) for k in BEFORE_QUICK), got
+
+    # a re-run resumes the study: nothing is trained or measured again, the page is rebuilt
+    report.unlink()
+    r = runner.invoke(app, ["demo", "--quick", "--skip-photos", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "10 tasks, 10 done before" in r.output and report.is_file()
 
 
-def test_the_two_variants_differ_only_in_the_human_map_terms():
-    s = ComparisonSettings()
-    a = s.train_config("d", "o", seed=3, harmonized=False).to_json()
-    b = s.train_config("d", "o", seed=3, harmonized=True).to_json()
-    assert {k for k in a if a[k] != b[k]} == {"lambda_harmonization", "lambda_masked"}
-    assert a["lambda_harmonization"] == 0 and b["lambda_harmonization"] == s.lambda_harmonization
-    assert a["lambda_masked"] == 0 and b["lambda_masked"] == s.lambda_masked > 0
-    assert a["seed"] == 3 and a["augment"] is False
+def test_the_study_gives_the_numbers_of_direct_training_and_measurement_calls(tmp_path, one_thread):
+    """The study path against the old recipe called directly (trainer + measurement runner)."""
+    from harmonia.adversarial import AdversarialAlignment
+    from harmonia.attacks import FMN
+    from harmonia.attribution import Saliency
+    from harmonia.data import HarmoniaDataset
+    from harmonia.evaluation import Alignment, resolve_ceiling
+    from harmonia.experiments.demo import run_demo
+    from harmonia.measurements import run
+    from harmonia.models.small import build_small_cnn
+    from harmonia.store import ResultStore
+    from harmonia.training import train
+    from harmonia.training.trainer import TrainConfig
+
+    s = TINY
+    done = run_demo(tmp_path / "demo", s, quick=True, skip_photos=True)
+    study_numbers = _numbers(done.comparison)
+    assert _same(sum(study_numbers.values(), ()), sum(BEFORE_TINY.values(), ())), study_numbers
+
+    data, store = done.comparison.data_dir, ResultStore(tmp_path / "direct.sqlite")
+    sets = {split: HarmoniaDataset(data, split, size=(64, 64)) for split in compare.SPLITS}
+    ceilings = {split: resolve_ceiling(ds, "auto", store=store) for split, ds in sets.items()}
+    direct = {}
+    for seed in s.seeds:
+        for variant in compare.VARIANTS:
+            h = variant == "harmonized"
+            cfg = TrainConfig.from_preset(  # the comparison's recipe as run_comparison set it
+                "adamw", data=str(data), model="small_cnn", out_dir=str(tmp_path / f"{variant}{seed}"), seed=seed,
+                epochs=s.epochs, batch_size=s.batch_size, lr=s.lr, weight_decay=s.weight_decay,
+                label_smoothing=s.label_smoothing, reducer=s.reducer, score=s.score,
+                lambda_harmonization=s.lambda_harmonization if h else 0.0, lambda_outside=s.lambda_outside if h else 0.0,
+                lambda_masked=s.lambda_masked if h else 0.0, augment=False, warmup_epochs=0.5,
+                eval_splits=list(compare.SPLITS), eval_every=1, eval_limit=s.curve_eval_limit, eval_batch_size=100,
+                checkpoint_every_epochs=0, num_workers=0, progress=False)
+            torch.manual_seed(seed)
+            model = build_small_cnn(num_classes=8, width=s.width, input_size=(64, 64))
+            train(cfg, model=model)
+            values = {}
+            for split, ds in sets.items():
+                a = run(Alignment(Saliency(reducer="max_abs"), ceiling=ceilings[split], targets="label"), model, ds,
+                        store=store, batch_size=100).aggregates
+                values[f"{split}/accuracy"], values[f"{split}/alignment"] = a["accuracy"], a["alignment"]
+            a = run(AdversarialAlignment(FMN(steps=s.adv_steps), reducer="abs_mean", ceiling=ceilings["test"],
+                                         limit=s.adv_images), model, sets["test"], store=store, batch_size=100).aggregates
+            values["adversarial/l2_median"], values["adversarial/alignment"] = a.get("l2_median"), a.get("alignment")
+            direct[(variant, seed)] = tuple(NAN if values[m] is None else values[m] for m in compare.METRICS)
+    assert _same(sum(study_numbers.values(), ()), sum((direct[k] for k in study_numbers), ())), (study_numbers, direct)
+
+
+def test_the_demo_preset_parses_and_plans_without_loading_a_model(tmp_path, monkeypatch):
+    import tomllib
+
+    import harmonia.models
+    from harmonia.experiments.comparison import comparison_study
+    from harmonia.studies import make_plan, task_states
+    from harmonia.studies.presets import preset_names, preset_path, resolve_study
+
+    assert "demo" in preset_names()
+    # the shipped file is exactly the demo's default comparison
+    assert tomllib.loads(preset_path("demo").read_text()) == comparison_study(ComparisonSettings())
+    monkeypatch.setattr(harmonia.models, "load", lambda *a, **k: pytest.fail("the plan loaded a model"))
+    study = resolve_study("demo", root=tmp_path)  # a preset name: rooted in the given folder
+    assert study.root == tmp_path and study.store == tmp_path / "demo.sqlite"
+    assert {d.path for d in study.data} == {tmp_path / "sim-clickme"}
+    tasks = make_plan(study)
+    train = [t for t in tasks if t.stage == "train"]
+    assert [t.model["label"] for t in train] == ["cnn/baseline", "cnn/harmonized"]
+    # the two variants differ only in the variant (the baseline: every human-map term at 0)
+    a, b = ({k: v for k, v in t.model.items() if k not in ("label", "variant")} for t in train)
+    assert a == b and a["seed"] == 0 and a["train"]["settings"]["augment"] is False
+    measure = [(t.model["label"], t.data["split"], t.measurement["name"]) for t in tasks if t.stage == "measure"]
+    assert len(measure) == 8 and ("cnn/harmonized", "test_no_cue", "alignment") in measure
+    assert ("cnn/baseline", "test_no_cue", "adversarial") not in measure  # adversarial: test only
+    assert [s for _, s, _ in task_states(study)] == ["pending"] * 10  # nothing run, nothing written
+    assert not study.store.exists()
+    # the demo's options reach the study it writes
+    doc = comparison_study(ComparisonSettings(seeds=(0, 1, 2), epochs=3, lambda_masked=0.5, shortcut_rate=0.7))
+    assert doc["study"]["seeds"] == [0, 1, 2] and doc["models"][0]["train"]["epochs"] == 3
+    assert doc["models"][0]["train"]["settings"]["lambda_masked"] == 0.5
+    assert {d["simulate"]["shortcut_rate"] for d in doc["data"]} == {0.7}
+
+
+def test_study_run_accepts_a_preset_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["study", "status", "demo"])
+    assert r.exit_code == 0, r.output
+    assert "study demo: 10 tasks: 0 done" in r.output
+    r = runner.invoke(app, ["study", "status", "no-such-preset"])
+    assert r.exit_code != 0 and "presets: demo" in r.output
 
 
 def _run(variant, seed, acc_broken, align):

@@ -10,8 +10,10 @@ The command parses its options and calls :func:`harmonia.experiments.demo.run_de
 3. For each seed, a baseline (no human-map term) and a harmonized model (the harmonizer
    loss with the ``max_abs`` saliency plus ``lambda_masked``, see docs/demo.md; same
    architecture, initial weights, batches and budget) are trained and evaluated on
-   ``test``, ``test_shortcut_broken`` and ``test_no_cue`` (accuracy; alignment = mean Spearman / ceiling);
-   every measurement is a run in the results store (:mod:`harmonia.experiments.comparison`).
+   ``test``, ``test_shortcut_broken`` and ``test_no_cue`` (accuracy; alignment = mean Spearman / ceiling).
+   This is the preset study ``demo`` with the options applied (written to ``--out/demo.toml``,
+   :func:`harmonia.experiments.comparison.comparison_study`), run by the study runner:
+   every measurement is a run in the study's store, and a re-run resumes it.
 4. A self-contained HTML report (:mod:`harmonia.report`) is written and its path printed.
 
 The ImageNet model is no longer scored on the simulated set: it explains a class it was
@@ -43,6 +45,10 @@ alignment with the simulated human maps normalised by the computed human
 ceiling) and writes a self-contained HTML report: --out/report.html.
 Before that, the ImageNet-pretrained EfficientNet-Lite0 explains a few real
 photos (--out/explain/).
+
+The training and measurements are the preset study 'demo' (harmonia study run
+demo; docs/studies.md) with these options applied, written to --out/demo.toml:
+a re-run with the same options resumes it and only rebuilds the report.
 
 Defaults take a few minutes on two CPU cores (see docs/demo.md); --quick
 is a tiny CI-sized run (about a minute) whose numbers mean little.

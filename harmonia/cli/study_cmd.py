@@ -23,7 +23,9 @@ Examples:
 
   harmonia study export examples/lite-zoo.toml --out zoo.csv
 
-  harmonia study report examples/lite-zoo.toml --out zoo-report"""),
+  harmonia study report examples/lite-zoo.toml --out zoo-report
+
+  harmonia study run demo   (the shipped preset behind `harmonia demo`)"""),
     no_args_is_help=True,
 )
 
@@ -32,7 +34,7 @@ def register(app: typer.Typer) -> None:
     """Add the ``harmonia study`` group to ``app``."""
     app.add_typer(study_app, name="study")
 
-FileArg = typer.Argument(..., help="The study file (TOML).", exists=False)
+FileArg = typer.Argument(..., help="The study file (TOML), or the name of a shipped preset (demo: the demo's study, rooted in the current folder).", exists=False)
 
 RUN_HELP = """Run every task of the study that is not done yet.
 
@@ -66,9 +68,10 @@ def run_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads per task.", show_default="1 with workers or Ray, else torch's default"),
 ) -> None:
     from harmonia.cli.progress import progress_callback
-    from harmonia.studies import load_study, run_study
+    from harmonia.studies import run_study
+    from harmonia.studies.presets import resolve_study
 
-    study = load_study(file)
+    study = resolve_study(file)
     with progress_callback(f"study {study.name}") as update:
         def on_event(name: str, info: dict) -> None:
             if name == "plan":
@@ -102,9 +105,10 @@ def status_cmd(
     """
     from collections import Counter
 
-    from harmonia.studies import load_study, task_states
+    from harmonia.studies import task_states
+    from harmonia.studies.presets import resolve_study
 
-    study = load_study(file)
+    study = resolve_study(file)
     states = task_states(study)
     counts = Counter(s for _, s, _ in states)
     console.print(f"study {study.name}: {len(states)} tasks: " +
@@ -130,10 +134,10 @@ def export_cmd(
 
     Example: harmonia study export examples/lite-zoo.toml --out lite-zoo.parquet
     """
-    from harmonia.studies import load_study
     from harmonia.studies.export import export_table
+    from harmonia.studies.presets import resolve_study
 
-    path = export_table(load_study(file), out)
+    path = export_table(resolve_study(file), out)
     console.print(f"wrote {path}")
 
 
@@ -151,9 +155,9 @@ def report_cmd(
 
     Example: harmonia study report examples/lite-zoo.toml --out lite-zoo-report
     """
-    from harmonia.studies import load_study
+    from harmonia.studies.presets import resolve_study
     from harmonia.studies.report import write_report
 
-    study = load_study(file)
+    study = resolve_study(file)
     path = write_report(study, out or study.root / f"{study.name}-report")
     console.print(f"report: {path}")

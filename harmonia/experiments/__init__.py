@@ -1,8 +1,8 @@
 """Experiments: measurements composed into a study (train, then measure; several models, seeds).
 
 - :mod:`harmonia.experiments.comparison`: the demo's baseline-vs-harmonized comparison
-  (train both with the same seed and budget, then measure both through
-  :func:`harmonia.measurements.run`).
+  as a study (train both with the same seed and budget, then measure both; run by
+  :func:`harmonia.studies.run_study`) and its results read back for the report.
 - :mod:`harmonia.experiments.demo`: the whole ``harmonia demo`` job (``run_demo``).
 - One measurement over several models, what the commands call: ``evaluate_models``
   (:mod:`~harmonia.experiments.evaluation`), ``attack_models`` (:mod:`~harmonia.experiments.adversarial`),

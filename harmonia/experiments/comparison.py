@@ -1,24 +1,24 @@
-"""Baseline vs harmonized: train both with the same seed, model and budget, then measure both.
+"""Baseline vs harmonized as a study: train both with the same seed, model and budget, then measure both.
 
-This is the experiment behind ``harmonia demo``, built from the trainer and the
-measurement runner. For each seed it trains the demo's small CNN
-(:mod:`harmonia.models.small`) twice on a simulated-ClickMe data set with
-:func:`harmonia.training.train`: once with ``lambda_harmonization = 0`` (the baseline)
-and once with the harmonizer loss. Everything else is identical: initial weights (the
-trainer seeds them from the seed), batches, optimiser, schedule, epochs. Each trained
-model is then measured (:func:`model_measurements`, each one a keyed run of
-:func:`harmonia.measurements.run` in the results store): alignment on ``test`` (in
+This is the experiment behind ``harmonia demo``. :func:`comparison_study` declares it as a
+study (the shipped preset ``demo``, :mod:`harmonia.studies.presets`); the study runner
+(:func:`harmonia.studies.run_study`) does the work, resumably: for each seed it trains the
+demo's small CNN (:mod:`harmonia.models.small`) twice on a simulated-ClickMe data set, once
+with every human-map term at 0 (the baseline) and once with the harmonizer loss. Everything
+else is identical: initial weights (the model and the trainer are seeded from the seed),
+batches, optimiser, schedule, epochs. Each trained model is then measured, each one a keyed
+run of :func:`harmonia.measurements.run` in the study's store: alignment on ``test`` (in
 distribution: the shortcut agrees with the label in 90% of the images),
 ``test_shortcut_broken`` (it never does) and ``test_no_cue`` (the square codes nothing:
 what the model reads from the part alone), with the release's evaluation saliency (max
 over channels of ``|d logit_label / d pixel|``), alignment = mean Spearman / the
-split-half ceiling computed from the simulated participants
-(:func:`harmonia.evaluation.resolve_ceiling`); and adversarial alignment on ``test``.
-:mod:`harmonia.report` renders what comes back; it trains and measures nothing.
+split-half ceiling computed from the simulated participants; and adversarial alignment on
+``test``. :func:`comparison_from_study` reads back what the study stored as a
+:class:`Comparison`; :mod:`harmonia.report` renders it and measures nothing.
 
 Example:
-    >>> s = ComparisonSettings.quick()
-    >>> s.train_config("sim", "runs/h", seed=0, harmonized=True).lambda_harmonization == s.lambda_harmonization
+    >>> doc = comparison_study(ComparisonSettings.quick())
+    >>> doc["models"][0]["train"]["settings"]["lambda_masked"] == ComparisonSettings.quick().lambda_masked
     True
 """
 
@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from harmonia.settings import COMPARISON_SPLITS, ComparisonSettings
+from harmonia.settings import COMPARISON_SPLITS, ComparisonSettings, LossOptions
+from harmonia.training.trainer import HISTORY_FILE as HISTORY
 
 SPLITS = COMPARISON_SPLITS
 VARIANTS = ("baseline", "harmonized")
@@ -49,9 +49,6 @@ METRICS = {
     "adversarial/l2_median": "median minimal L2, test",
     "adversarial/alignment": "adversarial alignment, test",
 }
-
-Log = Callable[[str], None]
-
 
 @dataclass
 class ModelRun:
@@ -127,128 +124,116 @@ class Comparison:
         }  # fmt: skip
 
 
-def model_measurements(settings: ComparisonSettings, ceilings: dict[str, Any], device: str = "cpu") -> dict[str, Any]:
-    """What is measured on each trained model: name -> (measurement, split, batch size).
+def comparison_study(settings: ComparisonSettings, data_path: str = "sim-clickme", device: str = "cpu") -> dict[str, Any]:
+    """The comparison as a study document (the TOML file's tables): what ``harmonia demo`` runs.
 
-    Alignment (the release's evaluation saliency, max over channels of ``|d logit_label /
-    d pixel|``) on every split, and adversarial alignment (FMN, L2, its ``|mean|`` map as
-    in 2023) on the first ``adv_images`` images of ``test``; all through
-    :func:`harmonia.measurements.run`, so each is a keyed run in the results store.
+    With the default settings it is the shipped preset ``demo``
+    (``harmonia/resources/studies/demo.toml``, which explains every entry; a test keeps the
+    two equal). One small CNN with a training stage of both variants per seed: the study's
+    ``baseline`` is the same run with every human-map term at 0. Measured on ``test``,
+    ``test_shortcut_broken`` and ``test_no_cue``: alignment (its rows hold accuracy too);
+    adversarial alignment on the first ``adv_images`` images of ``test``.
 
     Example:
-        >>> sorted(model_measurements(ComparisonSettings.quick(), {s: 0.7 for s in SPLITS}))
-        ['adversarial', 'test', 'test_no_cue', 'test_shortcut_broken']
+        >>> doc = comparison_study(ComparisonSettings.quick(seeds=(0, 1)))
+        >>> doc["study"]["seeds"], doc["models"][0]["train"]["epochs"], [d["split"] for d in doc["data"]]
+        ([0, 1], 2, ['test', 'test_shortcut_broken', 'test_no_cue'])
     """
-    from harmonia.adversarial import AdversarialAlignment
-    from harmonia.attacks import FMN
-    from harmonia.attribution import Saliency
-    from harmonia.evaluation import Alignment
-
-    out: dict[str, Any] = {
-        split: (Alignment(Saliency(reducer="max_abs"), ceiling=ceilings[split], targets="label", device=device,
-                          num_workers=0), split, 100)
-        for split in SPLITS
-    }
-    out["adversarial"] = (AdversarialAlignment(FMN(steps=settings.adv_steps), reducer="abs_mean", ceiling=ceilings["test"],
-                                               limit=settings.adv_images, device=device), "test", 100)
-    return out
-
-
-def _alignment_metrics(res: Any) -> dict[str, Any]:
-    a = res.aggregates
+    s = settings
+    simulate = {"n_train": s.n_train, "n_test": s.n_test, "n_subjects": s.n_subjects, "seed": s.sim_seed,
+                "shortcut_rate": s.shortcut_rate, "part_radius": list(s.part_radius)}
+    train = {
+        "batch_size": s.batch_size, "lr": s.lr, "weight_decay": s.weight_decay, "label_smoothing": s.label_smoothing,
+        "reducer": s.reducer, "score": s.score, "lambda_harmonization": s.lambda_harmonization,
+        "lambda_outside": s.lambda_outside, "lambda_masked": s.lambda_masked,
+        "augment": False, "warmup_epochs": 0.5, "checkpoint_every_epochs": 0,
+        "eval_splits": list(SPLITS), "eval_every": 1, "eval_limit": s.curve_eval_limit, "eval_batch_size": 100,
+    }  # fmt: skip
+    # one [[data]] entry per test split of the same folder: sim, sim_shortcut_broken, sim_no_cue
     return {
-        "accuracy": a.get("accuracy"), "spearman": a["spearman"]["mean"], "alignment": a.get("alignment"),
-        "dice": a.get("dice", {}).get("mean"), "iou": a.get("iou", {}).get("mean"),
-        "n_images": a["n_images"], "n_nan": a["spearman"].get("n_nan"), "evaluation_key": res.key,
-        "cached": res.cached,
+        "study": {"name": "demo", "description": DESCRIPTION, "seeds": list(s.seeds), "device": device, "batch_size": 100},
+        "models": [{"name": "small_cnn", "label": "cnn", "kwargs": {"width": s.width},
+                    "train": {"data": "sim", "split": "train", "epochs": s.epochs, "preset": "adamw", "settings": train}}],
+        "data": [{"name": "sim" + split[len("test"):], "path": data_path, "split": split, "size": 64, "simulate": simulate} for split in SPLITS],
+        "measurements": [
+            {"name": "alignment", "kind": "alignment", "explainer": "saliency:reducer=max_abs", "ceiling": "auto",
+             "targets": "label"},
+            {"name": "adversarial", "kind": "adversarial", "attack": f"fmn:steps={s.adv_steps}", "reducer": "abs_mean",
+             "ceiling": "auto", "limit": s.adv_images, "data": ["sim"]},
+        ],
     }  # fmt: skip
 
 
-def _adversarial_metrics(res: Any) -> dict[str, Any]:
+DESCRIPTION = ("harmonia demo: a small CNN trained with and without the harmonizer on SYNTHETIC simulated-ClickMe "
+               "data (same seed, data order and budget), measured for accuracy, alignment and adversarial alignment.")
+
+
+def _alignment_metrics(a: dict[str, Any], key: str) -> dict[str, Any]:
+    return {
+        "accuracy": a.get("accuracy"), "spearman": a["spearman"]["mean"], "alignment": a.get("alignment"),
+        "dice": a.get("dice", {}).get("mean"), "iou": a.get("iou", {}).get("mean"),
+        "n_images": a["n_images"], "n_nan": a["spearman"].get("n_nan"), "evaluation_key": key,
+    }  # fmt: skip
+
+
+def _adversarial_metrics(a: dict[str, Any], key: str) -> dict[str, Any]:
     """Tolerance (minimal L2 of an FMN attack) and adversarial alignment (|mean| map, 2023)."""
-    a = res.aggregates
     return {
         "l2_median": a.get("l2_median"), "linf_median": a.get("linf_median"), "alignment": a.get("alignment"),
         "spearman": a["spearman"]["mean"], "n_fooled": a.get("n_fooled"), "n_not_fooled": a.get("n_not_fooled"),
         "n_misclassified": a.get("n_misclassified"), "n_images": a["n_images"],
-        "gradients_mean": a.get("backwards_mean"), "evaluation_key": res.key, "cached": res.cached,
+        "gradients_mean": a.get("backwards_mean"), "evaluation_key": key,
     }  # fmt: skip
 
 
-def measure_model(model: Any, datasets: dict[str, Any], store: Any, ceilings: dict[str, Any],
-                  settings: ComparisonSettings, device: str = "cpu") -> dict[str, dict[str, Any]]:
-    """Run :func:`model_measurements` on one trained model: name -> its numbers (and run key).
+def comparison_from_study(study: Any, settings: ComparisonSettings, load_models: bool = True) -> Comparison:
+    """The :class:`Comparison` a finished run of :func:`comparison_study` holds: numbers from the
+    study's store, histories and (``load_models``) trained models from its training tasks.
 
-    The trainer's final evaluation already stored the alignment runs (same key), so they are
-    cache hits; running them here ties the report's numbers to the store.
-    """
-    from harmonia.measurements import run
-
-    metrics: dict[str, dict[str, Any]] = {}
-    for name, (measurement, split, batch_size) in model_measurements(settings, ceilings, device).items():
-        res = run(measurement, model, datasets[split], store=store, batch_size=batch_size)
-        metrics[name] = _adversarial_metrics(res) if name == "adversarial" else _alignment_metrics(res)
-    return metrics
-
-
-def run_comparison(
-    settings: ComparisonSettings,
-    data_dir: str | Path,
-    out_dir: str | Path,
-    store: Any,
-    log: Log = lambda s: None,
-    on_step: Callable[[str, dict[str, Any]], None] | None = None,
-    device: str = "cpu",
-) -> Comparison:
-    """Train and evaluate baseline and harmonized models for every seed of ``settings``.
-
-    ``data_dir`` is a simulated-ClickMe data set; runs go to ``out_dir/seedS/VARIANT``
-    (an existing finished run there is replaced: the demo always trains afresh).
-    ``on_step(label, info)`` is the trainer's callback (progress bars).
+    Raises :class:`~harmonia.errors.UserError` naming every task that is not done.
 
     Example:
-        >>> cmp = run_comparison(ComparisonSettings.quick(), "sim", "runs", store)  # doctest: +SKIP
-        >>> cmp.verdict()["test_shortcut_broken/accuracy"]  # doctest: +SKIP
+        >>> from harmonia.studies import load_study
+        >>> cmp = comparison_from_study(load_study("demo-out/demo.toml"), ComparisonSettings())  # doctest: +SKIP
     """
-    import shutil
+    import json
 
-    from harmonia.data import HarmoniaDataset
-    from harmonia.evaluation import resolve_ceiling
-    from harmonia.models.small import build_small_cnn
-    from harmonia.training import train
+    from harmonia.errors import UserError
+    from harmonia.models import load
+    from harmonia.store import ResultStore
+    from harmonia.studies.execute import CHECKPOINT
+    from harmonia.studies.runner import models_dir, task_states
 
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    t0 = time.perf_counter()
-    probe = HarmoniaDataset(data_dir, "train")
-    size = tuple(probe[0]["image"].shape[-2:])
-    n_classes = len(probe.info.classes or []) or max(probe.labels) + 1
-    # Opened exactly as the trainer opens its evaluation sets (same content key), so the
-    # trainer finds these ceilings and final evaluations in the store instead of redoing them.
-    datasets = {s: HarmoniaDataset(data_dir, s, size=size) for s in SPLITS}
-    ceilings = {s: resolve_ceiling(datasets[s], "auto", store=store) for s in SPLITS}
-    timings = {"ceilings": time.perf_counter() - t0}
-    runs: list[ModelRun] = []
-    for seed in settings.seeds:
-        for variant in VARIANTS:
-            run_dir = out_dir / f"seed{seed}" / variant
-            if run_dir.exists():
-                shutil.rmtree(run_dir)  # only ever the demo's own run folders
-            cfg = settings.train_config(data_dir, run_dir, seed=seed, harmonized=variant == "harmonized", device=device)
-            torch.manual_seed(seed)  # the trainer reseeds before building; this is belt and braces
-            model = build_small_cnn(num_classes=n_classes, width=settings.width, input_size=size)
-            log(f"training {variant} (seed {seed}, lambda {cfg.lambda_harmonization:g}, {settings.epochs} epochs)")
-            label = f"{variant} seed {seed}"
-            callbacks = [lambda ev, info, label=label: on_step(label, {"event": ev, **info})] if on_step else []
-            t = time.perf_counter()
-            result = train(cfg, store=store, callbacks=callbacks, model=model)
-            timings[f"train {label}"] = time.perf_counter() - t
-            metrics = measure_model(model, datasets, store, ceilings, settings, device)
-            runs.append(ModelRun(variant, seed, cfg.lambda_harmonization, metrics, result.history,
-                                 float(result.seconds), Path(cfg.out_dir), model))
-            r = runs[-1]
-            log(f"{label}: " + "  ".join(f"{METRICS[m]} {r.value(m):.3f}" for m in METRICS))
-    return Comparison(settings, data_dir, {s: {"value": c.value, "source": c.source} for s, c in ceilings.items()},
-                      runs, timings)
+    states = task_states(study)
+    missing = [f"{t.title}: {s}" + (f" ({r['reason']})" if r and r.get("reason") else "") for t, s, r in states if s != "done"]
+    if missing:
+        raise UserError(f"study {study.name} is not done: " + "; ".join(missing))
+    timings: dict[str, float] = {}
+    ceilings: dict[str, dict[str, Any]] = {}
+    runs: dict[str, ModelRun] = {}
+    with ResultStore(study.store) as store:
+        for t, _, row in states:
+            m = t.model
+            if t.stage == "train":
+                folder = models_dir(study) / t.spec_key
+                history = json.loads((folder / HISTORY).read_text()) if (folder / HISTORY).is_file() else {}
+                lam = 0.0 if m["variant"] == "baseline" else float(m["train"]["settings"].get(
+                    "lambda_harmonization", LossOptions.lambda_harmonization))
+                runs[t.spec_key] = ModelRun(m["variant"], int(m["seed"]), lam, {}, history, float(row["seconds"] or 0.0),
+                                            folder, load(folder / CHECKPOINT) if load_models else None)
+                timings[f"train {m['variant']} seed {m['seed']}"] = float(row["seconds"] or 0.0)
+                continue
+            run = store.get_run(row["content_key"])
+            name = t.measurement["name"]
+            if name == "adversarial":
+                runs[t.needs].metrics["adversarial"] = _adversarial_metrics(run.aggregates, run.key)
+            else:
+                runs[t.needs].metrics[t.data["split"]] = _alignment_metrics(run.aggregates, run.key)
+                ceilings[t.data["split"]] = dict(run.aggregates["ceiling"])  # what alignment was divided by
+            timings[f"{name} {t.data['split']} {m['variant']} seed {m['seed']}"] = float(row["seconds"] or 0.0)
+    data = next(d for d in study.data if d.simulate is not None)
+    return Comparison(settings, data.path, ceilings, sorted(runs.values(), key=lambda r: (r.seed, VARIANTS.index(r.variant))),
+                      timings)
 
 
 def _example_batch(comparison: Comparison, split: str) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:

@@ -4,9 +4,11 @@
    explains six photos bundled with scikit-image / scikit-learn (top-5, maps, overlays).
 2. The simulated-ClickMe benchmark (SYNTHETIC images and human maps) is generated, or
    reused when it was made with the same settings.
-3. The baseline-vs-harmonized comparison (:mod:`harmonia.experiments.comparison`):
-   train both per seed, then measure both; every measurement is a run in the results store.
-4. The report: :class:`harmonia.report.sections.DemoReport` from what came back,
+3. The baseline-vs-harmonized comparison: the preset study ``demo``
+   (:func:`harmonia.experiments.comparison.comparison_study`, written to ``OUT/demo.toml``
+   with the options applied) run by the study runner: train both per seed, then measure
+   both; every measurement is a run in the study's store ``OUT/demo.sqlite``.
+4. The report: :class:`harmonia.report.sections.DemoReport` from the study's results,
    rendered to ``OUT/report.html``; ``OUT/summary.json`` holds the numbers.
 
 What is shown along the way goes through a :class:`harmonia.utils.ui.UI` (the command line
@@ -136,20 +138,49 @@ def rerun_command(quick: bool, seeds: int, out: Path, overrides: dict[str, Any])
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def demo_study(out: Path, settings: ComparisonSettings, quick: bool = False, device: str = "cpu") -> Any:
+    """Write the comparison of ``settings`` as ``out/demo.toml`` (the preset ``demo`` with the
+    options applied) and load it: its data, store and trained models are made in ``out``.
+
+    Example:
+        >>> import tempfile
+        >>> s = demo_study(Path(tempfile.mkdtemp()), ComparisonSettings.quick(seeds=(0, 1)), quick=True)
+        >>> s.seeds, s.store.name, s.data[0].path.name
+        ((0, 1), 'demo.sqlite', 'sim-clickme-quick')
+    """
+    from harmonia.experiments.comparison import comparison_study
+    from harmonia.studies import load_study
+    from harmonia.studies.presets import study_text
+    from harmonia.utils.io import atomic_write_text
+
+    doc = comparison_study(settings, "sim-clickme-quick" if quick else "sim-clickme", device)
+    header = ("Written by `harmonia demo`: the preset study `demo` (harmonia/resources/studies/demo.toml,\n"
+              "explained there) with the demo's options applied. Re-run or inspect it with\n"
+              f"  harmonia study status {out / 'demo.toml'}")
+    path = out / "demo.toml"
+    atomic_write_text(path, study_text(doc, header))
+    return load_study(path)
+
+
 def run_demo(out: Path, settings: ComparisonSettings, *, quick: bool = False, photos_model: str = "efficientnet_lite0",
              skip_photos: bool = False, device: str = "cpu", command: str = "", ui: UI = UI()) -> DemoOutput:
     """Run the whole demo into ``out`` (see the module docstring); ``command`` is shown as how to re-run.
+
+    Part 3 is the study :func:`demo_study` run by the study runner: resumable, and a re-run
+    with the same options reuses what is done (trained models and measurements).
 
     Example:
         >>> run_demo(Path("demo-out"), ComparisonSettings.quick())  # doctest: +SKIP
     """
     from harmonia import __version__
     from harmonia.data.format import read_info
+    from harmonia.errors import UserError
     from harmonia.experiments import comparison as compare
     from harmonia.report import figures
-    from harmonia.report.html import render_demo_report, write_html
+    from harmonia.report.html import mean_sd, render_demo_report, write_html
     from harmonia.report.sections import DemoReport, Figures, Outcome, Photos, Rerun, Training
-    from harmonia.store import ResultStore
+    from harmonia.studies import run_study
+    from harmonia.studies.runner import models_dir
     from harmonia.utils.device import resolve_device
     from harmonia.utils.io import OutputFolder, atomic_write_text
 
@@ -157,7 +188,7 @@ def run_demo(out: Path, settings: ComparisonSettings, *, quick: bool = False, ph
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)
-    OutputFolder(out).claim(["report.html", "summary.json"])  # never over a user's files; checked first
+    OutputFolder(out).claim(["report.html", "summary.json", "demo.toml"])  # never over a user's files; checked first
     photos = Photos()
     if not skip_photos:
         ui.rule("1. Real photos (scikit-image / scikit-learn), pretrained model")
@@ -167,20 +198,40 @@ def run_demo(out: Path, settings: ComparisonSettings, *, quick: bool = False, ph
 
     ui.rule("2. Simulated ClickMe benchmark ([yellow]SYNTHETIC[/])")
     t = time.perf_counter()
-    sim = simulated_data(out / ("sim-clickme-quick" if quick else "sim-clickme"), settings, ui)
+    study = demo_study(out, settings, quick, dev)
+    # made here (or replaced when made with other settings: the demo's own folder), so the
+    # study finds it ready
+    sim = simulated_data(study.data[0].path, settings, ui)
     timings["2. simulate data"] = time.perf_counter() - t
     info = read_info(sim)
     ui.log(f"[yellow]SYNTHETIC data:[/] {info.description}")
 
-    ui.rule("3. Baseline vs harmonized (same seed, model and budget)")
-    store = ResultStore(out / "results.sqlite")
+    ui.rule("3. Baseline vs harmonized (same seed, model and budget): the study 'demo'")
+    ui.log(f"study file: {study.path}")
     t = time.perf_counter()
-    cmp = compare.run_comparison(settings, sim, out / "runs", store, log=ui.log, on_step=ui.on_step, device=dev)
-    timings["3. ceilings + training + evaluation"] = time.perf_counter() - t
+    with ui.progress("study demo") as update:
+        def on_event(name: str, event: dict[str, Any]) -> None:
+            if name == "plan":
+                ui.log(f"{event['total']} tasks, {event['total'] - event['todo']} done before")
+                update(event["total"] - event["todo"], event["total"])
+            elif name == "task":
+                task, outcome = event["task"], event["outcome"]
+                ui.log(f"{task.title}: {outcome['state']}" + (f" ({outcome['reason']})" if outcome.get("reason") else "")
+                       + (f", {outcome['seconds']:.0f} s" if outcome.get("seconds") else ""))
+                update(event["done"], event["total"])
+            elif name == "train" and ui.on_step is not None:  # the trainer's epochs, as before the study
+                task = event["task"]
+                ui.on_step(f"{task.model['variant']} seed {task.model['seed']}",
+                           {k: v for k, v in event.items() if k != "task"})
+
+        done = run_study(study, on_event=on_event)
+    if done["failed"]:
+        raise UserError(f"{done['failed']} of the demo's study tasks failed (see above); "
+                        f"`harmonia study status {study.path}` lists them, a re-run retries them")
+    cmp = compare.comparison_from_study(study, settings)
+    timings["3. training + measurements (study)"] = time.perf_counter() - t
     timings.update({f"   {k}": v for k, v in cmp.timings.items()})
     values = cmp.values()
-    from harmonia.report.html import mean_sd
-
     ui.table("simulated ClickMe (SYNTHETIC): mean over seeds", ["model", *compare.METRICS.values()],
              [[variant, *(mean_sd(per_metric[m]) for m in compare.METRICS)] for variant, per_metric in values.items()])
 
@@ -199,8 +250,9 @@ def run_demo(out: Path, settings: ComparisonSettings, *, quick: bool = False, ph
     )  # fmt: skip
     summary = cmp.summary_json()
     report_path = out / "report.html"
-    paths: dict[str, Any] = {"report": report_path, "summary": out / "summary.json", "results store": store.path,
-                             "training runs": out / "runs", "simulated data (SYNTHETIC)": sim}
+    paths: dict[str, Any] = {"report": report_path, "summary": out / "summary.json", "study file": study.path,
+                             "results store": study.store, "trained models": models_dir(study),
+                             "simulated data (SYNTHETIC)": sim}
     if not skip_photos:
         paths["photo overlays"] = out / "explain"
     timings["4. report"] = time.perf_counter() - t

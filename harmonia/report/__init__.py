@@ -1,7 +1,7 @@
 """Self-contained HTML reports (the ``harmonia demo`` report) and the figures in them.
 
 It renders results and trains or measures nothing: the demo's experiment (train a baseline
-and a harmonized model, then measure both) is :mod:`harmonia.experiments.comparison`.
+and a harmonized model, then measure both) is the study of :mod:`harmonia.experiments.comparison`.
 
 - :mod:`harmonia.report.sections`: the report's typed sections (what each one shows);
 - :mod:`harmonia.report.figures`: matplotlib figures (Agg) rendered to PNG bytes;

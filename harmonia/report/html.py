@@ -271,7 +271,10 @@ def render_demo_report(report: DemoReport | Mapping[str, Any]) -> str:
     out.append(f"<pre>{esc(r.rerun.command)}</pre>")
     out.append("<p>Everything is written under the output folder: " + ", ".join(
         f"{esc(k)}: <code>{esc(str(v))}</code>" for k, v in r.rerun.paths.items()) + ". Inspect the stored "
-        "evaluations with <code>harmonia results list</code>.</p>")
+        "evaluations with <code>harmonia results list" + (f" --store {esc(str(r.rerun.paths['results store']))}"
+                                                          if "results store" in r.rerun.paths else "") + "</code>"
+        + (f", the study's tasks with <code>harmonia study status {esc(str(r.rerun.paths['study file']))}</code>"
+           if "study file" in r.rerun.paths else "") + ".</p>")
     timing_rows = [[k, f"{v:.1f}"] for k, v in r.training.timings.items()]
     out.append("<p class=\"small\">Measured wall-clock time of each phase (seconds):</p>" + table(["phase", "s"], timing_rows))
     out.append(f"<p class=\"small\">harmonia {esc(str(r.rerun.about.get('version', '')))}</p>")

@@ -80,7 +80,7 @@ def _load_model(task: Task, root: Path, models_dir: Path, n_classes: int | None)
     return model
 
 
-def _train(task: Task, root: Path, models_dir: Path, device: str) -> dict[str, Any]:
+def _train(task: Task, root: Path, models_dir: Path, device: str, on_train: Any = None) -> dict[str, Any]:
     from harmonia.models import load
     from harmonia.training import train
     from harmonia.training.trainer import TrainConfig
@@ -99,7 +99,8 @@ def _train(task: Task, root: Path, models_dir: Path, device: str) -> dict[str, A
             "data": str(root / t["path"]), "model": m["name"], "out_dir": str(out), "seed": int(m["seed"] or 0),
             "epochs": t["epochs"], "train_split": t["split"], "device": device, "progress": False, "resume": True,
             "num_workers": 0, "eval_every": 0, "eval_limit": 32, **overrides})
-        res = train(cfg, model=model)
+        callbacks = [lambda event, info: on_train(task, event, info)] if on_train is not None else []
+        res = train(cfg, model=model, callbacks=callbacks)
         if res.final_checkpoint is None or not Path(res.final_checkpoint).is_file():
             raise RuntimeError(f"training ended without a final checkpoint in {out}")
         if Path(res.final_checkpoint) != ckpt:
@@ -126,9 +127,11 @@ def _mark_running(ledger_path: str | None, spec_key: str) -> None:
 
 
 def execute_task(task_json: dict[str, Any], root: str, store_path: str, models_dir: str, device: str = "cpu",
-                 batch_size: int = 32, threads: int | None = None, ledger_path: str | None = None) -> dict[str, Any]:
+                 batch_size: int = 32, threads: int | None = None, ledger_path: str | None = None,
+                 on_train: Any = None) -> dict[str, Any]:
     """Do one task; returns ``{"spec_key", "state": "done"|"failed", "reason", "content_key",
-    "headline", "model_info", "seconds", "cached"}``."""
+    "headline", "model_info", "seconds", "cached"}``. ``on_train(task, event, info)``: the
+    trainer's events of a training task (per step, epoch and evaluation)."""
     import torch
 
     from harmonia.measurements import run
@@ -146,7 +149,7 @@ def execute_task(task_json: dict[str, Any], root: str, store_path: str, models_d
     try:
         if task.stage == "train":
             stage = "training"
-            out.update(_train(task, Path(root), Path(models_dir), device))
+            out.update(_train(task, Path(root), Path(models_dir), device, on_train))
         else:
             stage = "data"
             ds = _dataset(Path(root), task.data)
@@ -181,17 +184,18 @@ def worker_died(task: Task, e: BaseException) -> dict[str, Any]:
 
 
 class LocalExecutor:
-    """Tasks one after another in this process, writing straight into the study's store."""
+    """Tasks one after another in this process, writing straight into the study's store
+    (``on_train``: see :func:`execute_task`; only this executor can call back into the driver)."""
 
     parts = False
 
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
+    def __init__(self, threads: int | None = None, on_train: Any = None) -> None:
+        self.threads, self.on_train = threads, on_train
 
     def map(self, tasks: Iterable[Task], args: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for t in tasks:
             yield execute_task(t.to_json(), args["root"], args["store"], args["models_dir"], args["device"],
-                               args["batch_size"], self.threads, args["store"])
+                               args["batch_size"], self.threads, args["store"], self.on_train)
 
     def close(self) -> None:
         pass

@@ -91,7 +91,7 @@ def _prepare_data(study: Study, emit: Event) -> None:
     for d in study.data:
         if d.simulate is None:
             continue
-        cfg = SimulationConfig(**d.simulate)
+        cfg = SimulationConfig.from_json(d.simulate)  # lists as tuples, as the data set's own record
         if (d.path / "harmonia.json").is_file():
             info = read_info(d.path)
             if SimulationConfig.from_json(info.extra.get("simulation", {})) == cfg:
@@ -115,15 +115,16 @@ def _remove_part(path: Path) -> None:
 
 
 def make_executor(workers: int = 1, ray: bool = False, ray_address: str | None = None, threads: int | None = None,
-                  device: str = "cpu") -> Any:
-    """The executor for these options (``threads``: torch threads per task, None: as is)."""
+                  device: str = "cpu", on_train: Any = None) -> Any:
+    """The executor for these options (``threads``: torch threads per task, None: as is;
+    ``on_train``: the trainer's events, sequential executor only)."""
     if ray or ray_address:
         gpus = 1.0 if str(device).startswith("cuda") else 0.0
         return RayExecutor(ray_address, num_cpus=None if ray_address else max(workers, 1), gpus_per_task=gpus,
                            threads=threads or 1)
     if workers > 1:
         return ProcessExecutor(workers, threads or 1)
-    return LocalExecutor(threads)
+    return LocalExecutor(threads, on_train)
 
 
 def run_study(study: Study, *, workers: int = 1, ray: bool = False, ray_address: str | None = None,
@@ -131,7 +132,9 @@ def run_study(study: Study, *, workers: int = 1, ray: bool = False, ray_address:
     """Run every task of ``study`` that is not done; returns counts by state and the wall time.
 
     Events: ``"plan"`` (``total``, ``todo``), ``"task"`` (``task``, ``outcome``, ``done``,
-    ``total``) as each finishes, ``"simulate"`` when a data set is made.
+    ``total``) as each finishes, ``"simulate"`` when a data set is made, and with the
+    sequential executor ``"train"`` (``task``, ``event`` and the trainer's own fields: its
+    steps, epochs and evaluations) while a training task runs.
     """
     emit = on_event or (lambda name, info: None)
     t0 = time.perf_counter()
@@ -149,7 +152,8 @@ def run_study(study: Study, *, workers: int = 1, ray: bool = False, ray_address:
         todo = [t for t in tasks if states[t.spec_key] != "done"]
         emit("plan", {"total": len(tasks), "todo": len(todo)})
         own = executor is None
-        ex = executor or make_executor(workers, ray, ray_address, threads, study.device)
+        ex = executor or make_executor(workers, ray, ray_address, threads, study.device,
+                                       lambda task, event, info: emit("train", {"task": task, "event": event, **info}))
         args = {"root": str(study.root), "store": str(study.store), "parts_dir": str(pdir),
                 "models_dir": str(models_dir(study)), "device": study.device, "batch_size": study.batch_size}
         if ex.parts:
