@@ -164,10 +164,12 @@ def ring_offsets(size: int) -> np.ndarray:
     return out
 
 
-def draw_markers(video: np.ndarray, start: np.ndarray, end: np.ndarray, size: int) -> None:
+def draw_markers(video: np.ndarray, start: np.ndarray, end: np.ndarray, size: int,
+                 masks: np.ndarray | None = None) -> None:
     """Draw red start and blue end hollow squares (centres ``start``, ``end``: B x 2) in every frame.
 
-    ``video`` is a C-contiguous B x T x H x W x 3 uint8 array; the end marker is drawn over the start one.
+    ``video`` is a C-contiguous B x T x H x W x 3 uint8 array; the end marker is drawn over the
+    start one. ``masks`` (C-contiguous B x T x H x W uint8), when given, get ids 1 and 2 there.
 
     Example:
         >>> v = np.zeros((1, 2, 8, 8, 3), np.uint8)
@@ -179,9 +181,12 @@ def draw_markers(video: np.ndarray, start: np.ndarray, end: np.ndarray, size: in
     pixels = video.view(np.dtype((np.void, 3))).reshape(-1)  # one 3-byte element per pixel: one write each
     ring = ring_offsets(size) @ np.array([width, 1])
     frame_starts = np.arange(n * frames).reshape(n, 1, frames) * (height * width)
-    for centre, colour in ((start, (255, 0, 0)), (end, (0, 0, 255))):
+    for value, centre, colour in ((1, start, (255, 0, 0)), (2, end, (0, 0, 255))):
         at = (centre @ np.array([width, 1]))[:, None] + ring  # B x ring, pixel index in a frame
-        pixels[(at[..., None] + frame_starts).ravel()] = np.array(colour, np.uint8).view(pixels.dtype)[0]
+        at = (at[..., None] + frame_starts).ravel()
+        pixels[at] = np.array(colour, np.uint8).view(pixels.dtype)[0]
+        if masks is not None:
+            masks.reshape(-1)[at] = value
 
 
 def check_choice(name: str, value: object, allowed: tuple) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 from harmonia.challenges._tracking import (
     check_choice,
     check_int,
-    ring_offsets,
+    draw_markers,
     path_uniforms,
     paths_from_uniforms,
     random_paths,
@@ -70,7 +70,11 @@ def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
         >>> hue_to_rgb(np.array([0.0, 120.0, 240.0])).tolist()
         [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
     """
-    k = (np.asarray(hue, float)[..., None] / 60.0 + np.array([5.0, 3.0, 1.0])) % 6.0
+    k = np.asarray(hue, float)[..., None] / 60.0 + np.array([5.0, 3.0, 1.0])
+    if k.size and 0.0 <= k.min() and k.max() < 12.0:  # hues in [0, 360): k % 6 is k or k - 6, both exact
+        np.subtract(k, 6.0, out=k, where=k >= 6.0)
+    else:
+        k %= 6.0
     f = 1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
     return np.round(f * 255).astype(np.uint8)
 
@@ -193,46 +197,48 @@ class FeatureTracker(BatchedChallenge):
         paths = np.take_along_axis(paths, order[:, :, None, None], axis=1)
         target, lure = np.argmax(order == 0, axis=1), np.argmax(order == lure[:, None], axis=1)
 
-        grids = np.empty((n, n_obj, frames, OBJECT, OBJECT), bool)
-        grids[:, :, 0] = np.stack([random_cores(r, n_obj) for r in shape_rngs])
+        # frame-major (video, frame, object): the rule steps whole frames, and the pixel writes
+        # below go frame by frame
+        grids = np.empty((n, frames, n_obj, OBJECT, OBJECT), bool)
+        grids[:, 0] = np.stack([random_cores(r, n_obj) for r in shape_rngs])
         for t in range(1, frames):
-            nxt = step_shapes(grids[:, :, t - 1], self.shapes)
+            nxt = step_shapes(grids[:, t - 1], self.shapes)
             empty = ~nxt.any(axis=(2, 3))
             for b in np.flatnonzero(empty.any(axis=1)):  # an emptied shape is re-randomised
                 nxt[b, empty[b]] = random_cores(shape_rngs[b], int(empty[b].sum()))
-            if not empty.any() and np.array_equal(nxt, grids[:, :, t - 1]):  # all stable: so are later frames
-                grids[:, :, t:] = nxt[:, :, None]
+            if not empty.any() and np.array_equal(nxt, grids[:, t - 1]):  # all stable: so are later frames
+                grids[:, t:] = nxt[:, None]
                 break
-            grids[:, :, t] = nxt
+            grids[:, t] = nxt
         hues = hue_paths_from_uniforms([hue_uniforms(r, n_obj, frames, self.colors) for r in hue_rngs], frames, self.colors)
 
-        # One fancy write per lit pixel: R, G, B and the object id packed in the four bytes of a
-        # little-endian uint32 canvas, unpacked into the video and the masks at the end.
-        canvas = np.zeros((n, frames, SIZE, SIZE), "<u4")
-        rgb = hue_to_rgb(hues).astype("<u4")  # n x objects x T x 3
-        ids = (3 + np.arange(n_obj, dtype="<u4"))[None, :, None]
-        packed = rgb[..., 0] | rgb[..., 1] << 8 | rgb[..., 2] << 16 | ids << 24  # n x objects x T
+        # One fancy write per lit cell into the video (a 3-byte element per pixel) and one into the
+        # masks, in (video, frame, object) order: numpy keeps the last write of a repeated index,
+        # so later objects are drawn on top
+        video = np.zeros((n, frames, SIZE, SIZE, 3), np.uint8)
+        masks = np.zeros((n, frames, SIZE, SIZE), np.uint8)
+        pixel = np.dtype((np.void, 3))
+        colour = np.ascontiguousarray(hue_to_rgb(hues).transpose(0, 2, 1, 3)).view(pixel).reshape(-1)
+        ids = np.tile(np.arange(3, 3 + n_obj, dtype=np.uint8), n * frames)  # per (video, frame, object)
         b = np.arange(n)
-        # flat pixel index of each object's top-left corner per frame, plus each grid cell's offset;
-        # frame-major order (video, frame, object): consecutive writes stay in one frame, in the cache
-        corner = ((b[:, None, None] * frames + np.arange(frames)) * SIZE + paths[..., 0]) * SIZE + paths[..., 1]
+        # flat pixel index of each object's top-left corner per (video, frame, object), plus each lit cell's offset
+        by_frame = paths.transpose(0, 2, 1, 3)
+        corner = by_frame[..., 0] * SIZE + by_frame[..., 1]
+        corner += (np.arange(n * frames) * (SIZE * SIZE)).reshape(n, frames, 1)
         cell = (np.arange(OBJECT)[:, None] * SIZE + np.arange(OBJECT)).ravel()
-        lit = np.flatnonzero(grids.transpose(0, 2, 1, 3, 4))  # over n x T x objects x 25 cells
-        owner, which = np.divmod(lit, OBJECT * OBJECT)  # (video, frame, object) flat, cell
-        # numpy fancy assignment keeps the last write of a repeated index: later objects on top
-        canvas.reshape(-1)[corner.transpose(0, 2, 1).ravel()[owner] + cell[which]] = \
-            packed.transpose(0, 2, 1).ravel()[owner]
+        lit = np.flatnonzero(grids)
+        owner = lit // (OBJECT * OBJECT)  # (video, frame, object), flat
+        at = corner.reshape(-1)[owner] + cell[lit - owner * (OBJECT * OBJECT)]
+        per_owner = np.bincount(owner, minlength=len(ids))  # lit cells; repeating is cheaper than gathering
+        video.view(pixel).reshape(-1)[at] = np.repeat(colour, per_owner)
+        masks.reshape(-1)[at] = np.repeat(ids, per_owner)
         centre = paths + OBJECT // 2
         start = centre[b, target, 0]
         end = np.where(np.asarray(labels)[:, None] == 1, centre[b, target, -1], centre[b, lure, -1])
-        ring = ring_offsets(OBJECT)
-        for value, c in ((255 | 1 << 24, start), (255 << 16 | 2 << 24, end)):  # red start (id 1), blue end (id 2)
-            pix = c[:, None, :] + ring[None]
-            canvas[b[:, None], :, pix[..., 0], pix[..., 1]] = value
-        planes = canvas.view(np.uint8).reshape(n, frames, SIZE, SIZE, 4)
-        video, masks = np.ascontiguousarray(planes[..., :3]), np.ascontiguousarray(planes[..., 3])
+        draw_markers(video, start, end, OBJECT, masks)  # red start (id 1), blue end (id 2)
+        shapes = grids.transpose(0, 2, 1, 3, 4)  # objects x T per video, as the metadata says
         condition = f"shapes={self.shapes},colors={self.colors}"
         return [{"video": video[k], "masks": masks[k], "label": int(labels[k]), "meta": {
             "trajectories": paths[k], "target": int(target[k]), "lure": int(lure[k]),
             "start_marker": (int(start[k, 0]), int(start[k, 1])), "end_marker": (int(end[k, 0]), int(end[k, 1])),
-            "shapes": grids[k], "hues": hues[k], "condition": condition}} for k in range(n)]
+            "shapes": shapes[k], "hues": hues[k], "condition": condition}} for k in range(n)]
