@@ -61,6 +61,7 @@ IRREGULAR_SPEED = (0.02, 0.05)  # cycles per frame
 GREEN_HUE = 120.0
 HUE_RANGES = {"none": (GREEN_HUE, GREEN_HUE), "in": (0.0, 180.0), "out": (180.0, 360.0), "irregular": (0.0, 180.0)}
 MIN_END_GAP = 1.0  # a negative's end marker is never on the target's end
+RENDER_BLOCK = 8  # videos drawn together
 
 
 def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
@@ -214,24 +215,28 @@ class FeatureTracker(BatchedChallenge):
 
         # One fancy write per lit cell into the video (a 3-byte element per pixel) and one into the
         # masks, in (video, frame, object) order: numpy keeps the last write of a repeated index,
-        # so later objects are drawn on top
+        # so later objects are drawn on top. A few videos at a time: the per-lit-cell temporaries
+        # stay small (reused by the allocator, not mapped fresh for every chunk).
         video = np.zeros((n, frames, SIZE, SIZE, 3), np.uint8)
         masks = np.zeros((n, frames, SIZE, SIZE), np.uint8)
         pixel = np.dtype((np.void, 3))
-        colour = np.ascontiguousarray(hue_to_rgb(hues).transpose(0, 2, 1, 3)).view(pixel).reshape(-1)
-        ids = np.tile(np.arange(3, 3 + n_obj, dtype=np.uint8), n * frames)  # per (video, frame, object)
-        b = np.arange(n)
+        colour = np.ascontiguousarray(hue_to_rgb(hues).transpose(0, 2, 1, 3)).view(pixel).reshape(n, -1)
+        ids = np.tile(np.arange(3, 3 + n_obj, dtype=np.uint8), RENDER_BLOCK * frames)  # per (video, frame, object)
         # flat pixel index of each object's top-left corner per (video, frame, object), plus each lit cell's offset
         by_frame = paths.transpose(0, 2, 1, 3)
         corner = by_frame[..., 0] * SIZE + by_frame[..., 1]
         corner += (np.arange(n * frames) * (SIZE * SIZE)).reshape(n, frames, 1)
+        corner = corner.reshape(n, -1)
         cell = (np.arange(OBJECT)[:, None] * SIZE + np.arange(OBJECT)).ravel()
-        lit = np.flatnonzero(grids)
-        owner = lit // (OBJECT * OBJECT)  # (video, frame, object), flat
-        at = corner.reshape(-1)[owner] + cell[lit - owner * (OBJECT * OBJECT)]
-        per_owner = np.bincount(owner, minlength=len(ids))  # lit cells; repeating is cheaper than gathering
-        video.view(pixel).reshape(-1)[at] = np.repeat(colour, per_owner)
-        masks.reshape(-1)[at] = np.repeat(ids, per_owner)
+        pixels, mask_pixels = video.view(pixel).reshape(-1), masks.reshape(-1)
+        for v in range(0, n, RENDER_BLOCK):
+            lit = np.flatnonzero(grids[v:v + RENDER_BLOCK])
+            owner = lit // (OBJECT * OBJECT)  # (video, frame, object) in the block, flat
+            at = corner[v:v + RENDER_BLOCK].reshape(-1)[owner] + cell[lit - owner * (OBJECT * OBJECT)]
+            per_owner = np.bincount(owner, minlength=corner[v:v + RENDER_BLOCK].size)  # repeating beats gathering
+            pixels[at] = np.repeat(colour[v:v + RENDER_BLOCK].reshape(-1), per_owner)
+            mask_pixels[at] = np.repeat(ids[:len(per_owner)], per_owner)
+        b = np.arange(n)
         centre = paths + OBJECT // 2
         start = centre[b, target, 0]
         end = np.where(np.asarray(labels)[:, None] == 1, centre[b, target, -1], centre[b, lure, -1])
