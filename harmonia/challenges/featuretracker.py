@@ -107,10 +107,19 @@ def step_shapes(grid: np.ndarray, rule: str) -> np.ndarray:
 
 def random_cores(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` 5 x 5 bool grids whose 3 x 3 core is a random non-empty pattern (uniform over the 511)."""
-    code = rng.integers(1, 512, size=n)
-    bits = (code[:, None] >> np.arange(9)) & 1
-    grid = np.zeros((n, OBJECT, OBJECT), bool)
-    grid[:, 1:4, 1:4] = bits.reshape(n, 3, 3).astype(bool)
+    return cores_from_codes(rng.integers(1, 512, size=n))
+
+
+def cores_from_codes(code: np.ndarray) -> np.ndarray:
+    """... x 5 x 5 bool grids whose 3 x 3 cores are the bits of ``code`` (ints in [1, 512)).
+
+    Example:
+        >>> cores_from_codes(np.array([1 + 256])).astype(int)[0, 1:4, 1:4].tolist()
+        [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
+    """
+    bits = (code[..., None] >> np.arange(9)) & 1
+    grid = np.zeros(code.shape + (OBJECT, OBJECT), bool)
+    grid[..., 1:4, 1:4] = bits.reshape(code.shape + (3, 3)).astype(bool)
     return grid
 
 
@@ -195,13 +204,13 @@ class FeatureTracker(BatchedChallenge):
                 raise RuntimeError("every distractor ends on the target")
         lure = 1 + np.argmin(np.where(gaps >= MIN_END_GAP, gaps, np.inf), axis=1)
         order = np.stack([r.permutation(n_obj) for r in path_rngs])
-        paths = np.take_along_axis(paths, order[:, :, None, None], axis=1)
+        paths = paths[np.arange(n)[:, None], order]
         target, lure = np.argmax(order == 0, axis=1), np.argmax(order == lure[:, None], axis=1)
 
         # frame-major (video, frame, object): the rule steps whole frames, and the pixel writes
         # below go frame by frame
         grids = np.empty((n, frames, n_obj, OBJECT, OBJECT), bool)
-        grids[:, 0] = np.stack([random_cores(r, n_obj) for r in shape_rngs])
+        grids[:, 0] = cores_from_codes(np.stack([r.integers(1, 512, size=n_obj) for r in shape_rngs]))
         for t in range(1, frames):
             nxt = step_shapes(grids[:, t - 1], self.shapes)
             empty = ~nxt.any(axis=(2, 3))
@@ -220,7 +229,7 @@ class FeatureTracker(BatchedChallenge):
         video = np.zeros((n, frames, SIZE, SIZE, 3), np.uint8)
         masks = np.zeros((n, frames, SIZE, SIZE), np.uint8)
         pixel = np.dtype((np.void, 3))
-        colour = np.ascontiguousarray(hue_to_rgb(hues).transpose(0, 2, 1, 3)).view(pixel).reshape(n, -1)
+        colour = hue_to_rgb(np.ascontiguousarray(hues.transpose(0, 2, 1))).view(pixel).reshape(n, -1)
         ids = np.tile(np.arange(3, 3 + n_obj, dtype=np.uint8), RENDER_BLOCK * frames)  # per (video, frame, object)
         # flat pixel index of each object's top-left corner per (video, frame, object), plus each lit cell's offset
         by_frame = paths.transpose(0, 2, 1, 3)
