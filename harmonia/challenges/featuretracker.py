@@ -61,7 +61,7 @@ IRREGULAR_SPEED = (0.02, 0.05)  # cycles per frame
 GREEN_HUE = 120.0
 HUE_RANGES = {"none": (GREEN_HUE, GREEN_HUE), "in": (0.0, 180.0), "out": (180.0, 360.0), "irregular": (0.0, 180.0)}
 MIN_END_GAP = 1.0  # a negative's end marker is never on the target's end
-RENDER_BLOCK = 8  # videos drawn together
+RENDER_BLOCK = 4  # videos drawn together (their per-lit-cell temporaries fit in L2)
 
 
 def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
