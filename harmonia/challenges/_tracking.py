@@ -23,6 +23,7 @@ RIGIDITY = 0.95
 STEPS_PER_ANCHOR = 5
 MAX_TURN = np.pi / 2  # per-anchor heading change is drawn in [0, 90) degrees
 FULL_CURVE_POINTS = 256  # 64 frames x speed 4: the published protocol's longest run of points
+PATH_BLOCK = 256  # curves computed together (a few hundred kB of temporaries: in L2)
 
 
 def curve_anchors(frames: int, speed: int) -> int:
@@ -55,8 +56,36 @@ def random_paths(rng: np.random.Generator, n_paths: int, frames: int, speed: int
     return paths_from_uniforms(path_uniforms(rng, n_paths, frames, speed), frames, speed, window)
 
 
+@functools.lru_cache(maxsize=None)
+def point_tables(n_anchors: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each point ``p`` of a curve with ``n_anchors`` anchors: its anchor ``p // 5`` and, as a
+    float, its steps into that anchor's segment ``p % 5 + 1`` (lookups: cheaper than a divmod).
+
+    Example:
+        >>> [a.tolist()[4:7] for a in point_tables(2)]
+        [[0, 1, 1], [5.0, 1.0, 2.0]]
+    """
+    anchor, step = np.divmod(np.arange(n_anchors * STEPS_PER_ANCHOR), STEPS_PER_ANCHOR)
+    tables = anchor, (step + 1).astype(np.float64)
+    for t in tables:
+        t.flags.writeable = False  # cached and shared
+    return tables
+
+
 def paths_from_uniforms(u: np.ndarray, frames: int, speed: int, window: int) -> np.ndarray:
-    """The trajectories (n_paths x frames x 2) that the uniforms ``u`` of :func:`path_uniforms` define."""
+    """The trajectories (n_paths x frames x 2) that the uniforms ``u`` of :func:`path_uniforms` define.
+
+    Computed in blocks of ``PATH_BLOCK`` curves (each curve on its own, so the same result):
+    the temporaries stay in the cache and are reused by the allocator instead of being mapped
+    fresh for every call.
+    """
+    if len(u) <= PATH_BLOCK:
+        return _paths_block(u, frames, speed, window)
+    return np.concatenate([_paths_block(u[i:i + PATH_BLOCK], frames, speed, window)
+                           for i in range(0, len(u), PATH_BLOCK)])
+
+
+def _paths_block(u: np.ndarray, frames: int, speed: int, window: int) -> np.ndarray:
     span = frames * speed
     n_anchors = curve_anchors(frames, speed)
     n_points = n_anchors * STEPS_PER_ANCHOR
@@ -64,29 +93,47 @@ def paths_from_uniforms(u: np.ndarray, frames: int, speed: int, window: int) -> 
     sign = np.where(u[:, :1] < 0.5, -1.0, 1.0)
     turn = u[:, 6:] * (MAX_TURN * sign)
     turn = lfilter([1.0 - RIGIDITY], [1.0, -RIGIDITY], turn, axis=1)  # damped: curvature changes slowly
-    heading = u[:, 1:2] * (2 * np.pi) + np.cumsum(turn, axis=1)
+    heading = np.cumsum(turn, axis=1, out=turn)
+    heading += u[:, 1:2] * (2 * np.pi)
+    # Row and column steps stacked (2 x n_paths x anchors): every reduction and gather below runs
+    # once for both, along a contiguous last axis.
+    unit = np.empty((2, n_paths, n_anchors))
+    np.sin(heading, out=unit[0])
+    np.cos(heading, out=unit[1])
+    base = np.empty_like(unit)  # where each anchor's segment starts
+    base[..., 0] = 0.0
+    np.cumsum(unit[..., :-1], axis=-1, out=base[..., 1:])
+    base *= STEPS_PER_ANCHOR
+    ends = base + unit  # the segments' first points, then their last ones: the extent is reached there
+    lo = ends.min(axis=-1)
+    hi = ends.max(axis=-1)
+    np.multiply(unit, STEPS_PER_ANCHOR, out=ends)
+    ends += base
+    np.minimum(lo, ends.min(axis=-1), out=lo)
+    np.maximum(hi, ends.max(axis=-1), out=hi)
+    extent = hi - lo  # 2 x n_paths
+    # the points taken, on the (maybe reversed) curve: point 5 k + j is base_k + (j + 1) unit_k
     reverse = u[:, 4] < 0.5
     start = np.minimum((u[:, 5] * (n_points - span + 1)).astype(np.int64), n_points - span)
-    idx = start[:, None] + np.arange(frames)[None, :] * speed  # points taken, on the (maybe reversed) curve
-    idx = np.where(reverse[:, None], n_points - 1 - idx, idx)
-    k, j = np.divmod(idx, STEPS_PER_ANCHOR)
-    # Row and column separately: every reduction and gather runs along a contiguous last axis.
-    coords, extents = [], []
-    for unit in (np.sin(heading), np.cos(heading)):  # n_paths x anchors unit steps, row then col
-        base = np.zeros_like(unit)
-        np.cumsum(unit[:, :-1], axis=1, out=base[:, 1:])
-        base *= STEPS_PER_ANCHOR  # where each anchor's segment starts
-        first, last = base + unit, base + STEPS_PER_ANCHOR * unit  # the segments' end points
-        lo = np.minimum(first.min(axis=1), last.min(axis=1))[:, None]
-        hi = np.maximum(first.max(axis=1), last.max(axis=1))[:, None]
-        coords.append(np.take_along_axis(base, k, axis=1) + (j + 1) * np.take_along_axis(unit, k, axis=1) - lo)
-        extents.append(hi - lo)
-    scale = (window - 1) / np.maximum(np.maximum(extents[0], extents[1]), 1e-9)  # one factor: no distortion
+    idx = start[:, None] + np.arange(0, span, speed)
+    np.subtract(n_points - 1, idx, out=idx, where=reverse[:, None])
+    anchor_of, steps_of = point_tables(n_anchors)
+    flat = np.empty((2,) + idx.shape, np.int64)  # flat index of each point's anchor in base and unit
+    np.add(np.take(anchor_of, idx), np.arange(0, n_paths * n_anchors, n_anchors)[:, None], out=flat[0])
+    np.add(flat[0], n_paths * n_anchors, out=flat[1])
+    coords = np.take(base, flat)
+    coords += np.take(steps_of, idx) * np.take(unit, flat)
+    coords -= lo[..., None]
+    scale = (window - 1) / np.maximum(np.maximum(extent[0], extent[1]), 1e-9)  # one factor: no distortion
+    room = (window - 1) - extent * scale  # the short axis sits at a random place in the window
+    room *= u[:, 2:4].T
+    coords *= scale[:, None]
+    coords += room[..., None]
+    # floor then clip to [0, window - 1] equals clip then truncate
+    np.clip(coords, 0, window - 1, out=coords)
     out = np.empty((n_paths, frames, 2), np.int64)
-    for axis in (0, 1):
-        room = (window - 1) - extents[axis] * scale  # the short axis sits at a random place in the window
-        picked = coords[axis] * scale + u[:, 2 + axis, None] * room
-        out[..., axis] = np.clip(np.floor(picked), 0, window - 1)
+    out[..., 0] = coords[0]
+    out[..., 1] = coords[1]
     return out
 
 
@@ -121,15 +168,25 @@ def draw_markers(video: np.ndarray, start: np.ndarray, end: np.ndarray, size: in
                  masks: np.ndarray | None = None) -> None:
     """Draw red start and blue end hollow squares (centres ``start``, ``end``: B x 2) in every frame.
 
-    ``video`` is B x T x H x W x 3; ``masks`` (B x T x H x W), when given, get ids 1 and 2 there.
+    ``video`` is a C-contiguous B x T x H x W x 3 uint8 array; the end marker is drawn over the
+    start one. ``masks`` (C-contiguous B x T x H x W uint8), when given, get ids 1 and 2 there.
+
+    Example:
+        >>> v = np.zeros((1, 2, 8, 8, 3), np.uint8)
+        >>> draw_markers(v, np.array([[2, 2]]), np.array([[5, 5]]), 3)
+        >>> v[0, 1, 1, 1].tolist(), v[0, 1, 6, 5].tolist(), int(v[0, :, 2, 2].sum())
+        ([255, 0, 0], [0, 0, 255], 0)
     """
-    ring = ring_offsets(size)
-    b = np.arange(len(video))[:, None]
+    n, frames, height, width = video.shape[:4]
+    pixels = video.view(np.dtype((np.void, 3))).reshape(-1)  # one 3-byte element per pixel: one write each
+    ring = ring_offsets(size) @ np.array([width, 1])
+    frame_starts = np.arange(n * frames).reshape(n, 1, frames) * (height * width)
     for value, centre, colour in ((1, start, (255, 0, 0)), (2, end, (0, 0, 255))):
-        pix = centre[:, None, :] + ring[None]  # B x ring x 2
-        video[b, :, pix[..., 0], pix[..., 1]] = np.asarray(colour, np.uint8)
+        at = (centre @ np.array([width, 1]))[:, None] + ring  # B x ring, pixel index in a frame
+        at = (at[..., None] + frame_starts).ravel()
+        pixels[at] = np.array(colour, np.uint8).view(pixels.dtype)[0]
         if masks is not None:
-            masks[b, :, pix[..., 0], pix[..., 1]] = value
+            masks.reshape(-1)[at] = value
 
 
 def check_choice(name: str, value: object, allowed: tuple) -> None:

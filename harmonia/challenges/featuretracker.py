@@ -39,7 +39,7 @@ import numpy as np
 from harmonia.challenges._tracking import (
     check_choice,
     check_int,
-    ring_offsets,
+    draw_markers,
     path_uniforms,
     paths_from_uniforms,
     random_paths,
@@ -61,6 +61,7 @@ IRREGULAR_SPEED = (0.02, 0.05)  # cycles per frame
 GREEN_HUE = 120.0
 HUE_RANGES = {"none": (GREEN_HUE, GREEN_HUE), "in": (0.0, 180.0), "out": (180.0, 360.0), "irregular": (0.0, 180.0)}
 MIN_END_GAP = 1.0  # a negative's end marker is never on the target's end
+RENDER_BLOCK = 4  # videos drawn together (their per-lit-cell temporaries fit in L2)
 
 
 def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
@@ -70,7 +71,11 @@ def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
         >>> hue_to_rgb(np.array([0.0, 120.0, 240.0])).tolist()
         [[255, 0, 0], [0, 255, 0], [0, 0, 255]]
     """
-    k = (np.asarray(hue, float)[..., None] / 60.0 + np.array([5.0, 3.0, 1.0])) % 6.0
+    k = np.asarray(hue, float)[..., None] / 60.0 + np.array([5.0, 3.0, 1.0])
+    if k.size and 0.0 <= k.min() and k.max() < 12.0:  # hues in [0, 360): k % 6 is k or k - 6, both exact
+        np.subtract(k, 6.0, out=k, where=k >= 6.0)
+    else:
+        k %= 6.0
     f = 1.0 - np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
     return np.round(f * 255).astype(np.uint8)
 
@@ -102,10 +107,19 @@ def step_shapes(grid: np.ndarray, rule: str) -> np.ndarray:
 
 def random_cores(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` 5 x 5 bool grids whose 3 x 3 core is a random non-empty pattern (uniform over the 511)."""
-    code = rng.integers(1, 512, size=n)
-    bits = (code[:, None] >> np.arange(9)) & 1
-    grid = np.zeros((n, OBJECT, OBJECT), bool)
-    grid[:, 1:4, 1:4] = bits.reshape(n, 3, 3).astype(bool)
+    return cores_from_codes(rng.integers(1, 512, size=n))
+
+
+def cores_from_codes(code: np.ndarray) -> np.ndarray:
+    """... x 5 x 5 bool grids whose 3 x 3 cores are the bits of ``code`` (ints in [1, 512)).
+
+    Example:
+        >>> cores_from_codes(np.array([1 + 256])).astype(int)[0, 1:4, 1:4].tolist()
+        [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
+    """
+    bits = (code[..., None] >> np.arange(9)) & 1
+    grid = np.zeros(code.shape + (OBJECT, OBJECT), bool)
+    grid[..., 1:4, 1:4] = bits.reshape(code.shape + (3, 3)).astype(bool)
     return grid
 
 
@@ -190,49 +204,55 @@ class FeatureTracker(BatchedChallenge):
                 raise RuntimeError("every distractor ends on the target")
         lure = 1 + np.argmin(np.where(gaps >= MIN_END_GAP, gaps, np.inf), axis=1)
         order = np.stack([r.permutation(n_obj) for r in path_rngs])
-        paths = np.take_along_axis(paths, order[:, :, None, None], axis=1)
+        paths = paths[np.arange(n)[:, None], order]
         target, lure = np.argmax(order == 0, axis=1), np.argmax(order == lure[:, None], axis=1)
 
-        grids = np.empty((n, n_obj, frames, OBJECT, OBJECT), bool)
-        grids[:, :, 0] = np.stack([random_cores(r, n_obj) for r in shape_rngs])
+        # frame-major (video, frame, object): the rule steps whole frames, and the pixel writes
+        # below go frame by frame
+        grids = np.empty((n, frames, n_obj, OBJECT, OBJECT), bool)
+        grids[:, 0] = cores_from_codes(np.stack([r.integers(1, 512, size=n_obj) for r in shape_rngs]))
         for t in range(1, frames):
-            nxt = step_shapes(grids[:, :, t - 1], self.shapes)
+            nxt = step_shapes(grids[:, t - 1], self.shapes)
             empty = ~nxt.any(axis=(2, 3))
             for b in np.flatnonzero(empty.any(axis=1)):  # an emptied shape is re-randomised
                 nxt[b, empty[b]] = random_cores(shape_rngs[b], int(empty[b].sum()))
-            if not empty.any() and np.array_equal(nxt, grids[:, :, t - 1]):  # all stable: so are later frames
-                grids[:, :, t:] = nxt[:, :, None]
+            if not empty.any() and np.array_equal(nxt, grids[:, t - 1]):  # all stable: so are later frames
+                grids[:, t:] = nxt[:, None]
                 break
-            grids[:, :, t] = nxt
+            grids[:, t] = nxt
         hues = hue_paths_from_uniforms([hue_uniforms(r, n_obj, frames, self.colors) for r in hue_rngs], frames, self.colors)
 
-        # One fancy write per lit pixel: R, G, B and the object id packed in the four bytes of a
-        # little-endian uint32 canvas, unpacked into the video and the masks at the end.
-        canvas = np.zeros((n, frames, SIZE, SIZE), "<u4")
-        rgb = hue_to_rgb(hues).astype("<u4")  # n x objects x T x 3
-        ids = (3 + np.arange(n_obj, dtype="<u4"))[None, :, None]
-        packed = rgb[..., 0] | rgb[..., 1] << 8 | rgb[..., 2] << 16 | ids << 24  # n x objects x T
-        b = np.arange(n)
-        # flat pixel index of each object's top-left corner per frame, plus each grid cell's offset;
-        # frame-major order (video, frame, object): consecutive writes stay in one frame, in the cache
-        corner = ((b[:, None, None] * frames + np.arange(frames)) * SIZE + paths[..., 0]) * SIZE + paths[..., 1]
+        # One fancy write per lit cell into the video (a 3-byte element per pixel) and one into the
+        # masks, in (video, frame, object) order: numpy keeps the last write of a repeated index,
+        # so later objects are drawn on top. A few videos at a time: the per-lit-cell temporaries
+        # stay small (reused by the allocator, not mapped fresh for every chunk).
+        video = np.zeros((n, frames, SIZE, SIZE, 3), np.uint8)
+        masks = np.zeros((n, frames, SIZE, SIZE), np.uint8)
+        pixel = np.dtype((np.void, 3))
+        colour = hue_to_rgb(np.ascontiguousarray(hues.transpose(0, 2, 1))).view(pixel).reshape(n, -1)
+        ids = np.tile(np.arange(3, 3 + n_obj, dtype=np.uint8), RENDER_BLOCK * frames)  # per (video, frame, object)
+        # flat pixel index of each object's top-left corner per (video, frame, object), plus each lit cell's offset
+        by_frame = paths.transpose(0, 2, 1, 3)
+        corner = by_frame[..., 0] * SIZE + by_frame[..., 1]
+        corner += (np.arange(n * frames) * (SIZE * SIZE)).reshape(n, frames, 1)
+        corner = corner.reshape(n, -1)
         cell = (np.arange(OBJECT)[:, None] * SIZE + np.arange(OBJECT)).ravel()
-        lit = np.flatnonzero(grids.transpose(0, 2, 1, 3, 4))  # over n x T x objects x 25 cells
-        owner, which = np.divmod(lit, OBJECT * OBJECT)  # (video, frame, object) flat, cell
-        # numpy fancy assignment keeps the last write of a repeated index: later objects on top
-        canvas.reshape(-1)[corner.transpose(0, 2, 1).ravel()[owner] + cell[which]] = \
-            packed.transpose(0, 2, 1).ravel()[owner]
+        pixels, mask_pixels = video.view(pixel).reshape(-1), masks.reshape(-1)
+        for v in range(0, n, RENDER_BLOCK):
+            lit = np.flatnonzero(grids[v:v + RENDER_BLOCK])
+            owner = lit // (OBJECT * OBJECT)  # (video, frame, object) in the block, flat
+            at = corner[v:v + RENDER_BLOCK].reshape(-1)[owner] + cell[lit - owner * (OBJECT * OBJECT)]
+            per_owner = np.bincount(owner, minlength=corner[v:v + RENDER_BLOCK].size)  # repeating beats gathering
+            pixels[at] = np.repeat(colour[v:v + RENDER_BLOCK].reshape(-1), per_owner)
+            mask_pixels[at] = np.repeat(ids[:len(per_owner)], per_owner)
+        b = np.arange(n)
         centre = paths + OBJECT // 2
         start = centre[b, target, 0]
         end = np.where(np.asarray(labels)[:, None] == 1, centre[b, target, -1], centre[b, lure, -1])
-        ring = ring_offsets(OBJECT)
-        for value, c in ((255 | 1 << 24, start), (255 << 16 | 2 << 24, end)):  # red start (id 1), blue end (id 2)
-            pix = c[:, None, :] + ring[None]
-            canvas[b[:, None], :, pix[..., 0], pix[..., 1]] = value
-        planes = canvas.view(np.uint8).reshape(n, frames, SIZE, SIZE, 4)
-        video, masks = np.ascontiguousarray(planes[..., :3]), np.ascontiguousarray(planes[..., 3])
+        draw_markers(video, start, end, OBJECT, masks)  # red start (id 1), blue end (id 2)
+        shapes = grids.transpose(0, 2, 1, 3, 4)  # objects x T per video, as the metadata says
         condition = f"shapes={self.shapes},colors={self.colors}"
         return [{"video": video[k], "masks": masks[k], "label": int(labels[k]), "meta": {
             "trajectories": paths[k], "target": int(target[k]), "lure": int(lure[k]),
             "start_marker": (int(start[k, 0]), int(start[k, 1])), "end_marker": (int(end[k, 0]), int(end[k, 1])),
-            "shapes": grids[k], "hues": hues[k], "condition": condition}} for k in range(n)]
+            "shapes": shapes[k], "hues": hues[k], "condition": condition}} for k in range(n)]

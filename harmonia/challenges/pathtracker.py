@@ -32,7 +32,6 @@ from harmonia.challenges._tracking import (
     draw_markers,
     path_uniforms,
     paths_from_uniforms,
-    random_paths,
 )
 from harmonia.challenges.base import CHALLENGES, BatchedChallenge
 
@@ -44,6 +43,12 @@ MIN_END_GAP = 3.0  # pixels between the two full paths' ends: the end marker mar
 FRAMES = (32, 64, 128)
 DISTRACTORS = (0, 5, 14, 25)
 SPEEDS = (1, 2, 4)
+DOT_BYTES = np.array([0, 3, SIZE * 3, SIZE * 3 + 3])  # a 2 x 2 dot's pixels, in bytes from its top-left one
+
+
+def end_gaps(paths: np.ndarray) -> np.ndarray:
+    """Distance between the last positions of rows 0 and 1 of each video's paths (B x objects x T x 2)."""
+    return np.linalg.norm((paths[:, 0, -1] - paths[:, 1, -1]).astype(float), axis=1)
 
 
 @CHALLENGES.register("pathtracker", aliases=("path_tracker", "pt"))
@@ -75,28 +80,34 @@ class PathTracker(BatchedChallenge):
         u = np.stack([path_uniforms(r, n_obj, frames, self.speed) for r in rngs])
         paths = paths_from_uniforms(u.reshape(n * n_obj, -1), frames, self.speed, WINDOW).reshape(n, n_obj, frames, 2)
         paths += OFFSET
-        # rows 0 and 1 are the two full paths; their ends must be told apart by the end marker
-        for b in np.flatnonzero(np.linalg.norm((paths[:, 0, -1] - paths[:, 1, -1]).astype(float), axis=1) < MIN_END_GAP):
-            for _ in range(1000):
-                paths[b, 1] = random_paths(rngs[b], 1, frames, self.speed, WINDOW)[0] + OFFSET
-                if np.linalg.norm((paths[b, 0, -1] - paths[b, 1, -1]).astype(float)) >= MIN_END_GAP:
-                    break
-            else:  # pragma: no cover - needs a degenerate window
-                raise RuntimeError("could not place two path ends apart")
+        # rows 0 and 1 are the two full paths; their ends must be told apart by the end marker. A
+        # video whose ends are too close redraws its second path from its own generator until they
+        # are apart; the redraws of all such videos are computed together, round by round.
+        redraw = np.flatnonzero(end_gaps(paths) < MIN_END_GAP)
+        for _ in range(1000):
+            if not len(redraw):
+                break
+            u = np.concatenate([path_uniforms(rngs[b], 1, frames, self.speed) for b in redraw])
+            paths[redraw, 1] = paths_from_uniforms(u, frames, self.speed, WINDOW) + OFFSET
+            redraw = redraw[end_gaps(paths[redraw]) < MIN_END_GAP]
+        else:  # pragma: no cover - needs a degenerate window
+            raise RuntimeError("could not place two path ends apart")
         order = np.stack([r.permutation(n_obj) for r in rngs])  # the target's row is random, not always 0
-        paths = np.take_along_axis(paths, order[:, :, None, None], axis=1)
         target, second = np.argmax(order == 0, axis=1), np.argmax(order == 1, axis=1)
         b = np.arange(n)
-        start = paths[b, target, 0]
-        end = np.where(np.asarray(labels)[:, None] == 1, paths[b, target, -1], paths[b, second, -1])
-
+        # identical dots: the pixels do not depend on the order, so draw from the unshuffled rows
+        # (0 the target, 1 the second full path)
+        start = paths[:, 0, 0]
+        end = np.where(np.asarray(labels)[:, None] == 1, paths[:, 0, -1], paths[:, 1, -1])
         video = np.zeros((n, frames, SIZE, SIZE, 3), np.uint8)
-        # flat index of every dot pixel's green byte: the top-left corner per frame plus the 2 x 2 offsets
-        # (frame-major order: consecutive writes land in the same frame, which stays in the cache)
-        corner = ((b[:, None, None] * frames + np.arange(frames)) * SIZE + paths[..., 0]) * SIZE + paths[..., 1]
-        square = np.array([0, 1, SIZE, SIZE + 1])  # a 2 x 2 dot
-        video.reshape(-1)[((corner.transpose(0, 2, 1)[..., None] + square) * 3 + 1).ravel()] = 255
+        # flat index of each dot's top-left green byte per (video, frame, dot); the writes go frame
+        # by frame (each frame stays in the cache), the dots innermost (long inner loops for numpy)
+        by_frame = paths.transpose(0, 2, 1, 3)
+        corner = by_frame[..., 0] * (SIZE * 3) + by_frame[..., 1] * 3
+        corner += (np.arange(n * frames) * (SIZE * SIZE * 3) + 1).reshape(n, frames, 1)
+        video.reshape(-1)[(corner.reshape(n * frames, 1, n_obj) + DOT_BYTES[:, None]).ravel()] = 255
         draw_markers(video, start, end, MARKER)
+        paths = paths[b[:, None], order]
         condition = f"frames={frames},distractors={self.distractors},speed={self.speed}"
         return [{"video": video[k], "label": int(labels[k]), "meta": {
             "trajectories": paths[k], "target": int(target[k]), "second": int(second[k]),
