@@ -104,14 +104,14 @@ class MarkerPoolReadout(nn.Module):
     The area is the first frame's blue channel (the hollow end marker) dilated by 3 x 3, so it
     covers the marker and the dot inside it. Unlike :class:`MarkerReadout` (linear in the state,
     and a mean over every pixel), this asks the question the task asks: what does the state say
-    AT the end marker?
+    AT the end marker? Its BatchNorm (with running statistics) needs training batches of >= 2.
 
     Example:
         >>> import torch
-        >>> video = torch.zeros(1, 3, 2, 8, 8)
+        >>> video = torch.zeros(2, 3, 2, 8, 8)
         >>> video[:, 2, :, 2:5, 2:5] = 1.0
-        >>> MarkerPoolReadout(4)(torch.rand(1, 4, 8, 8), video).shape
-        torch.Size([1])
+        >>> MarkerPoolReadout(4)(torch.rand(2, 4, 8, 8), video).shape
+        torch.Size([2])
     """
 
     def __init__(self, channels: int) -> None:
