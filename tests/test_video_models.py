@@ -58,3 +58,35 @@ def test_synchrony_loss_rewards_grouping_and_trains_phases():
     loss = synchrony_loss(phases, torch.randint(0, 5, (2, 3, 16, 16)))
     loss.backward()
     assert model.phase_conv.conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["int", "cv_rnn", "gru"])
+def test_marker_readout_option_trains(name):
+    torch.manual_seed(0)
+    model = build_video_model(SMALL[name] + ",readout=marker")
+    assert type(model.readout).__name__ == "MarkerPoolReadout"
+    assert type(build_video_model(SMALL[name]).readout).__name__ == "MarkerReadout"  # the paper's stays the default
+    video = torch.rand(2, 3, 3, 16, 16)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(video), torch.tensor([0.0, 1.0]))
+    loss.backward()
+    assert model.cell is not None and any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.cell.parameters())
+    with pytest.raises(ValueError, match="readout must be one of"):
+        build_video_model(SMALL[name] + ",readout=mean")
+
+
+def test_marker_readout_reads_the_state_at_the_end_marker_only():
+    from harmonia.models.tracking import MarkerPoolReadout
+
+    torch.manual_seed(0)
+    readout = MarkerPoolReadout(2).eval()
+    video = torch.zeros(1, 3, 2, 16, 16)
+    video[:, 2, :, 3:6, 3:6] = 1.0  # the blue end marker (filled: the dilation covers its centre anyway)
+    video[:, 2, :, 4, 4] = 0.0
+    state = torch.zeros(1, 2, 16, 16)
+    base = readout(state, video)
+    far = state.clone()
+    far[..., 12:, 12:] = 5.0  # activity away from the marker: ignored
+    near = state.clone()
+    near[..., 4, 4] = 5.0  # the dot inside the marker
+    assert torch.equal(readout(far, video), base)
+    assert not torch.allclose(readout(near, video), base)

@@ -2,9 +2,11 @@
 
 All take videos N x 3 x T x H x W in [0, 1] (``harmonia.challenges.dataset`` layout) and
 return one logit per video (N,). They run at full resolution (no striding) and share the
-readout of the InT paper: the last excitatory state -> 1 x 1 conv to one channel, concatenated
-with the first frame's blue channel (where the end marker is), a 5 x 5 conv, global average
-pool and Linear(1, 1).
+readout of the InT paper by default (``readout="published"``, :class:`MarkerReadout`): the last
+excitatory state -> 1 x 1 conv to one channel, concatenated with the first frame's blue channel
+(where the end marker is), a 5 x 5 conv, global average pool and Linear(1, 1). That readout is
+linear in the state; ``readout="marker"`` (:class:`MarkerPoolReadout`) pools the state over the
+end marker's area instead and puts a small MLP on it.
 
 - :class:`InT`: the inhibitory / excitatory recurrent circuit (Linsley, Malik et al. 2021):
   7 x 7 orthogonally initialised kernels, BatchNorm without running statistics, an attention
@@ -96,18 +98,52 @@ class MarkerReadout(nn.Module):
         return self.fc(y).squeeze(1)
 
 
+class MarkerPoolReadout(nn.Module):
+    """Final state pooled over the end marker's area, then BatchNorm and a small MLP (C -> C -> 1).
+
+    The area is the first frame's blue channel (the hollow end marker) dilated by 3 x 3, so it
+    covers the marker and the dot inside it. Unlike :class:`MarkerReadout` (linear in the state,
+    and a mean over every pixel), this asks the question the task asks: what does the state say
+    AT the end marker? Its BatchNorm (with running statistics) needs training batches of >= 2.
+
+    Example:
+        >>> import torch
+        >>> video = torch.zeros(2, 3, 2, 8, 8)
+        >>> video[:, 2, :, 2:5, 2:5] = 1.0
+        >>> MarkerPoolReadout(4)(torch.rand(2, 4, 8, 8), video).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        # BatchNorm first: the pooled state differs between videos by ~1% of its mean at init, far too
+        # little for a plain linear head to pick up in a short run (its logits came out constant)
+        self.head = nn.Sequential(nn.BatchNorm1d(channels), nn.Linear(channels, channels), nn.GELU(),
+                                  nn.Linear(channels, 1))
+
+    def forward(self, state: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        area = F.max_pool2d(video[:, 2:3, 0], 3, stride=1, padding=1)  # N x 1 x H x W
+        pooled = (state * area).sum(dim=(2, 3)) / area.sum(dim=(2, 3)).clamp(min=_EPS)
+        return self.head(pooled).squeeze(1)
+
+
+READOUTS = {"published": MarkerReadout, "marker": MarkerPoolReadout}
+
+
 class _Recurrent(nn.Module):
-    """Shared embedding (1 x 1 x 1 conv 3 -> C, softplus) of the recurrent models."""
+    """Shared embedding (1 x 1 x 1 conv 3 -> C, softplus) and readout (``READOUTS``) of the recurrent models."""
 
     uses_masks = False
 
-    def __init__(self, channels: int, kernel: int) -> None:
+    def __init__(self, channels: int, kernel: int, readout: str = "published") -> None:
         super().__init__()
         if channels < 1 or kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"channels must be >= 1 and kernel odd, got channels={channels}, kernel={kernel}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
         self.channels, self.kernel = int(channels), int(kernel)
         self.embed = nn.Conv3d(3, channels, 1)
-        self.readout = MarkerReadout(channels)
+        self.readout = READOUTS[readout](channels)
 
     def features(self, video: torch.Tensor) -> torch.Tensor:
         if video.ndim != 5 or video.shape[1] != 3:
@@ -124,8 +160,8 @@ class InT(_Recurrent):
         torch.Size([1])
     """
 
-    def __init__(self, channels: int = 32, kernel: int = 7) -> None:
-        super().__init__(channels, kernel)
+    def __init__(self, channels: int = 32, kernel: int = 7, readout: str = "published") -> None:
+        super().__init__(channels, kernel, readout)
         self.cell = InTCell(channels, kernel)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
@@ -191,8 +227,8 @@ class CVRNN(_Recurrent):
 
     uses_masks = True
 
-    def __init__(self, channels: int = 32, kernel: int = 7) -> None:
-        super().__init__(channels, kernel)
+    def __init__(self, channels: int = 32, kernel: int = 7, readout: str = "published") -> None:
+        super().__init__(channels, kernel, readout)
         c = channels
         self.cell = InTCell(c, kernel, own_attention=False)
         self.seed_conv = ComplexConv(3, c, kernel)
@@ -277,8 +313,8 @@ class ConvGRU(_Recurrent):
         torch.Size([1])
     """
 
-    def __init__(self, channels: int = 16, kernel: int = 3) -> None:
-        super().__init__(channels, kernel)
+    def __init__(self, channels: int = 16, kernel: int = 3, readout: str = "published") -> None:
+        super().__init__(channels, kernel, readout)
         self.cell = ConvGRUCell(channels, kernel)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
