@@ -88,8 +88,15 @@ def _prepare_data(study: Study, emit: Event) -> None:
     from harmonia.data.format import read_info
     from harmonia.humans.simulate import SimulationConfig, simulate_from_config
 
+    from harmonia.studies.neural import make_simulated
+
     for d in study.data:
         if d.simulate is None:
+            continue
+        if d.kind == "neural":
+            if not (d.path / "neural.json").is_file():
+                emit("simulate", {"data": d.name, "path": str(d.path)})
+            make_simulated(d.path, d.simulate)
             continue
         cfg = SimulationConfig(**d.simulate)
         if (d.path / "harmonia.json").is_file():
