@@ -304,10 +304,12 @@ def write_report(study: Study, out_dir: str | Path) -> Path:
     counts = {s: sum(1 for _, st, _ in states if st == s) for s in ("done", "running", "pending", "failed")}
     sections.append("<p>" + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" of {len(states)} tasks.</p>")
     if synthetic:
+        neural = {d.name for d in study.data if d.kind == "neural"}
+        what = [w for w, shown in (("simulated images and human maps, not ClickMe", set(synthetic) - neural),
+                                   ("simulated neural recordings: read-outs of a random ground-truth network, not "
+                                    "monkey IT", set(synthetic) & neural)) if shown]
         sections.append(f"<p class='note'><b>SYNTHETIC data:</b> {', '.join(map(html.escape, synthetic))} "
-                        "(simulated images and human maps, not ClickMe; simulated neural recordings: read-outs of a "
-                        "random ground-truth network, not monkey IT); the numbers show the method, not findings "
-                        "about real models.</p>")
+                        f"({'; '.join(what)}); the numbers show the method, not findings about real models.</p>")
     sections.append("<p class='note'>Hover a point for the model's name. Squares: baselines, stars: harmonized "
                     "models (arrows: baseline to harmonized, same architecture and seed). Dashed: least-squares trend; "
                     "black steps: Pareto front. Spearman CIs: 95% percentile bootstrap over models "

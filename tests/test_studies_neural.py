@@ -1,0 +1,220 @@
+"""Neural scores in studies: [[data]] kind = "neural" (a recording, or a SYNTHETIC simulated one),
+[[measurements]] kind = "neural" (harmonia.neural.run.NeuralSweep), its errors, export, report
+panels and resume."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harmonia.store import ResultStore
+from harmonia.studies import StudyFileError, load_study, make_plan, run_study, task_states
+from harmonia.studies.export import export_table, study_rows
+from harmonia.studies.report import write_report
+from tests.conftest import write_tiny_dataset
+from tests.test_studies import _chromium, make_study
+
+# simulated:0 is the network the simulated recording reads out (its block3); simulated:1 is another one
+STUDY = """\
+[study]
+name = "neural-zoo"
+seeds = [0]
+batch_size = 8
+
+[[models]]
+name = "small_cnn"
+label = "w2"
+pretrained = false
+num_classes = 3
+kwargs = { width = 2, input_size = [32, 32] }
+
+[[models]]
+name = "simulated:0"
+label = "truth"
+
+[[models]]
+name = "simulated:1"
+label = "other"
+
+[[data]]
+name = "tiny"
+path = "data"
+split = "test"
+
+[[data]]
+name = "it"
+kind = "neural"
+path = "it-sim"
+simulate = { kind = "spatial", n_images = 6, n_neurons = 8, grid = [5, 5], layer = "block3" }
+
+[[measurements]]
+kind = "accuracy"
+
+[[measurements]]
+kind = "alignment"
+explainer = "saliency:reducer=max_abs"
+ceiling = "none"
+
+[[measurements]]
+kind = "neural"
+regression = "pls"
+components = 5
+{extra}"""
+
+
+def neural_study(folder: Path, extra: str = "", text: str = STUDY) -> Path:
+    if not (folder / "data").exists():
+        write_tiny_dataset(folder / "data", n=6)
+    path = folder / "s.toml"
+    path.write_text(text.replace("{extra}", extra))
+    return path
+
+
+def test_neural_study_file_parsed_and_planned(tmp_path):
+    s = load_study(neural_study(tmp_path))
+    it = s.data[1]
+    assert (it.kind, it.split, it.simulate["kind"], it.simulate["grid"]) == ("neural", None, "spatial", [5, 5])
+    assert s.measurements[2].kind == "neural" and s.measurements[2].settings == {"regression": "pls", "components": 5}
+    tasks = make_plan(s)
+    pairs = {(t.data["name"], t.measurement["kind"]) for t in tasks}
+    # neural measurements on recordings only, the others on images only
+    assert pairs == {("tiny", "accuracy"), ("tiny", "alignment"), ("it", "neural")}
+    assert len(tasks) == 3 * 3
+    # the image data's task keys do not depend on a neural entry being there
+    plain = make_study(tmp_path / "plain", extra='\n[[models]]\nname = "simulated:0"\nlabel = "truth"\n')
+    plain_keys = {(t.model["label"], t.measurement["name"]): t.spec_key for t in make_plan(load_study(plain))
+                  if t.model["label"] == "truth"}
+    keys = {(t.model["label"], t.measurement["name"]): t.spec_key for t in tasks if t.model["label"] == "truth"}
+    assert plain_keys.items() <= keys.items()
+
+
+@pytest.mark.parametrize("edit, key, words", [
+    (('regression = "pls"', 'regresion = "pls"'), "regresion", ["[[measurements]] #3", "unknown key"]),
+    (('regression = "pls"', 'regression = "lasso"'), "regression", ["unknown regression 'lasso'"]),
+    (('components = 5', 'components = 0'), "components", ["must be an integer >= 1"]),
+    (('components = 5', 'alpha = "cvx"'), "alpha", ["'cv'"]),
+    (('components = 5', 'reduce = "pca:x"'), "reduce", ["pca:N"]),
+    (('components = 5', 'ceiling = "none"'), "ceiling", ["'auto'"]),
+    (('components = 5', 'data = ["tiny"]'), "data", ["'tiny' is images data", "neural data"]),
+    (('layer = "block3" }', 'layer = "block9" }'), "simulate", ["[[data]] #2", "bad layer = 'block9'"]),
+    (('kind = "spatial",', 'kind = "cube",'), "simulate", ["kind must be spatial or flat"]),
+    (('n_images = 6,', 'n_imgs = 6,'), "simulate", ["no setting 'n_imgs'"]),
+    (('path = "it-sim"', 'path = "it-sim"\nwindow = "90-130"'), "window", ["[[data]] #2", "two numbers"]),
+    (('path = "it-sim"', 'path = "it-sim"\nsplit = "test"'), "split", ["image data sets only"]),
+    (('path = "it-sim"', 'path = "it-sim"\npreset = "bob"'), "preset", ["unknown preset 'bob'"]),
+    (('path = "data"', 'path = "data"\nwindow = "90,130"'), "window", ["[[data]] #1", 'kind = "neural"']),
+    (('kind = "neural"\npath', 'kind = "brain"\npath'), "kind", ["expected images or neural"]),
+])
+def test_bad_neural_settings_name_the_line_and_key(tmp_path, edit, key, words):
+    p = neural_study(tmp_path)
+    text = p.read_text()
+    assert edit[0] in text
+    p.write_text(text.replace(*edit, 1))
+    with pytest.raises(StudyFileError) as e:
+        load_study(p)
+    msg = str(e.value)
+    lines = p.read_text().splitlines()
+    line = int(msg.split(":")[1])
+    assert lines[line - 1].lstrip().startswith(key), (msg, lines[line - 1])
+    assert f"key '{key}'" in msg and "\n" not in msg, msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_neural_measurement_needs_neural_data_and_training_needs_images(tmp_path):
+    p = make_study(tmp_path)
+    p.write_text(p.read_text() + '\n[[measurements]]\nkind = "neural"\n')
+    with pytest.raises(StudyFileError, match=r"\[\[measurements\]\] #3 key 'kind': no \[\[data\]\] of kind 'neural'"):
+        load_study(p)
+    p = neural_study(tmp_path / "b", extra='\n[[models]]\nname = "small_cnn"\nlabel = "t"\n[models.train]\ndata = "it"\n')
+    with pytest.raises(StudyFileError, match=r"key 'train.data': \[\[data\]\] 'it' is a neural recording"):
+        load_study(p)
+
+
+def test_tiny_neural_study_runs_exports_reports_and_resumes(tmp_path, monkeypatch):
+    study = load_study(neural_study(tmp_path))
+    summary = run_study(study)
+    assert (summary["total"], summary["done"], summary["failed"]) == (9, 9, 0)
+    assert summary["seconds"] < 60  # seconds on 2 loaded cores
+    assert (tmp_path / "it-sim" / "neural.json").is_file()
+
+    a = pd.read_csv(export_table(study, tmp_path / "t.csv"))
+    b = pd.read_parquet(export_table(study, tmp_path / "t.parquet"))
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    neural = a[a.kind == "neural"]
+    # one row per model x data x measurement headline number
+    assert neural.groupby(["model", "data", "measurement"]).size().to_dict() == {
+        (m, "it", "neural"): 5 for m in ("other", "truth", "w2")}
+    assert set(neural.metric) == {"best_layer", "score", "ceiled", "map_spearman", "ceiling"}
+    assert set(neural.status) == {"done"} and neural.split.isna().all()
+    best = neural[neural.metric == "best_layer"].set_index("model")
+    assert best.value.isna().all() and best.loc["truth", "value_text"] == "block3"  # the layer read out
+    score = neural[neural.metric == "ceiled"].set_index("model").value
+    assert score["truth"] > score["other"] and score["truth"] > score["w2"]  # the ground truth ranks first
+    assert neural[neural.metric == "ceiling"].value.nunique() == 1  # one recording, one ceiling
+    assert set(neural.family) == {"small", "simulated"}
+
+    page = write_report(study, tmp_path / "report")
+    text = page.read_text()
+    assert "neural predictivity / ceiling (neural on it) vs accuracy on tiny (%)" in text
+    assert "neural predictivity / ceiling (neural on it) vs alignment with human maps (alignment on tiny)" in text
+    assert "neural-map alignment, Spearman (neural on it) vs accuracy on tiny (%)" in text
+    for name in ("w2", "truth", "other"):
+        assert f"<title>{name} (" in text  # the hover name of its points
+    assert '"neural/ceiled [it]"' in text and "SYNTHETIC data" in text
+
+    # resume: a re-run does nothing, the neural scorer is not called again
+    def fail(*a, **k):
+        raise AssertionError("a finished neural task ran again")
+
+    monkeypatch.setattr("harmonia.neural.run.NeuralSweep.compute", fail)
+    seen = []
+    again = run_study(study, on_event=lambda name, info: seen.append(info) if name == "plan" else None)
+    assert seen == [{"total": 9, "todo": 0}] and (again["done"], again["failed"]) == (9, 0)
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium here (CI installs the Debian 'chromium' package before the tests)")
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert ">neural/ceiled [it]</th>" in dom, dom[-2000:]  # the sortable table's neural column
+    for name in ("w2", "truth", "other"):
+        assert f"<td>{name}</td>" in dom
+
+
+def test_no_neural_panel_when_not_measured(tmp_path):
+    study = load_study(make_study(tmp_path))
+    run_study(study)
+    text = write_report(study, tmp_path / "report").read_text()
+    assert "neural" not in text.lower()
+
+
+def test_recording_folder_failure_recorded_then_retried_alone(tmp_path):
+    """A recording that is not there fails its tasks with a one-line reason; once it is
+    there (here: a flat SYNTHETIC recording in harmonia's format) only those tasks run."""
+    from harmonia.neural.data import save_recording
+    from harmonia.neural.simulate import simulate_flat
+
+    extra = '\n[[data]]\nname = "flat"\nkind = "neural"\npath = "flat-rec"\n'
+    text = STUDY.replace('components = 5\n', 'components = 5\n\n[[measurements]]\nname = "ridge"\nkind = "neural"\n'
+                         'regression = "ridge"\nalpha = "cv:0.1,10"\nfolds = 3\ndata = "flat"\n')
+    study = load_study(neural_study(tmp_path, extra, text))
+    summary = run_study(study)
+    failed = [(t, r) for t, s, r in task_states(study) if s == "failed"]
+    assert summary["failed"] == len(failed) == 6  # 3 models x (neural, ridge) on the missing recording
+    assert {t.data["name"] for t, _ in failed} == {"flat"}
+    assert all(r["reason"].startswith("data: FileNotFoundError:") and "\n" not in r["reason"] for _, r in failed)
+    save_recording(simulate_flat(n_stimuli=30, n_neurons=5, layer="block2", seed=0), tmp_path / "flat-rec")
+    seen = []
+    again = run_study(study, on_event=lambda name, info: seen.append(info) if name == "plan" else None)
+    assert seen == [{"total": 15, "todo": 6}] and again["failed"] == 0
+    rows = {(r["model"], r["measurement"], r["metric"]): r for r in study_rows(study) if r["data"] == "flat"}
+    assert all(r["status"] == "done" for r in rows.values()) and len(rows) == 3 * 2 * 5
+    assert all(0 < rows[(m, n, "score")]["value"] <= 1 for m in ("w2", "truth", "other") for n in ("neural", "ridge"))
+    with ResultStore(study.store) as store:  # the file's read-out settings are the ones scored
+        meta = store.get_run(rows[("truth", "ridge", "score")]["content_key"]).meta
+    assert (meta["benchmark"], meta["regression"], meta["alphas"], meta["folds"]) == ("predictivity", "ridge", [0.1, 10.0], 3)
+    assert meta["synthetic"] is True
