@@ -166,6 +166,16 @@ def test_tiny_neural_study_runs_exports_reports_and_resumes(tmp_path, monkeypatc
         assert f"<title>{name} (" in text  # the hover name of its points
     assert '"neural/ceiled [it]"' in text and "SYNTHETIC data" in text
 
+    # the same key as `harmonia neural` (score_neural_models: sweep_options + run_neural): a cache hit
+    from harmonia.models import load
+    from harmonia.neural.options import open_recording, sweep_options
+    from harmonia.neural.run import run_neural
+
+    rec = open_recording(tmp_path / "it-sim")
+    with ResultStore(study.store) as store:
+        res, cached = run_neural(load("simulated:0"), rec, store=store, **sweep_options(rec, components=5))
+    assert cached and res.best.layer == "block3"
+
     # resume: a re-run does nothing, the neural scorer is not called again
     def fail(*a, **k):
         raise AssertionError("a finished neural task ran again")
@@ -218,3 +228,12 @@ def test_recording_folder_failure_recorded_then_retried_alone(tmp_path):
         meta = store.get_run(rows[("truth", "ridge", "score")]["content_key"]).meta
     assert (meta["benchmark"], meta["regression"], meta["alphas"], meta["folds"]) == ("predictivity", "ridge", [0.1, 10.0], 3)
     assert meta["synthetic"] is True
+
+
+def test_embedded_example_measures_neural_scores_on_its_recording():
+    study = load_study(Path(__file__).parent.parent / "examples" / "lite-zoo.toml")
+    tasks = make_plan(study)
+    neural = [t for t in tasks if t.measurement.get("kind") == "neural"]
+    assert len(tasks) == 26 and {t.data["name"] for t in neural} == {"it"}
+    assert len(neural) == len({t.model["label"] for t in tasks}) == 7  # every model, once
+    assert study.data[1].simulate["kind"] == "spatial"  # SYNTHETIC, made on the first run
