@@ -237,3 +237,32 @@ def test_embedded_example_measures_neural_scores_on_its_recording():
     assert len(tasks) == 26 and {t.data["name"] for t in neural} == {"it"}
     assert len(neural) == len({t.model["label"] for t in tasks}) == 7  # every model, once
     assert study.data[1].simulate["kind"] == "spatial"  # SYNTHETIC, made on the first run
+
+
+def test_neural_panels_pair_a_models_recording_scores_with_its_image_numbers(tmp_path):
+    from harmonia.studies.report import neural_panels, table_records
+
+    study = load_study(neural_study(tmp_path))
+    base = {"family": "f", "variant": None, "pair": None, "top1_source": "published"}
+    records = []
+    for m, top1, ceiled, score, align in (("a", 70.0, 0.5, 0.3, 0.1), ("b", 75.0, 0.6, 0.4, 0.2), ("c", 80.0, 0.4, 0.2, 0.3)):
+        records.append({**base, "model": m, "data": "it", "imagenet_top1": top1, "neural/ceiled": ceiled,
+                        "neural/score": score, "neural/best_layer": "x"})
+        records.append({**base, "model": m, "data": "tiny", "imagenet_top1": top1, "alignment/spearman_mean": align})
+    by_title = {p.title: p for p in neural_panels(study, records)}
+    assert set(by_title) == {  # no accuracy-on-data panel: every model has an ImageNet top-1; no maps Spearman
+        "neural predictivity / ceiling (neural on it) vs ImageNet top-1 (%)",
+        "neural predictivity / ceiling (neural on it) vs alignment with human maps (alignment on tiny)"}
+    top1 = by_title["neural predictivity / ceiling (neural on it) vs ImageNet top-1 (%)"].points
+    assert [(p["model"], p["x"], p["y"]) for p in top1] == [("a", 70.0, 0.5), ("b", 75.0, 0.6), ("c", 80.0, 0.4)]
+    align = by_title["neural predictivity / ceiling (neural on it) vs alignment with human maps (alignment on tiny)"]
+    assert [(p["x"], p["y"]) for p in align.points] == [(0.1, 0.5), (0.2, 0.6), (0.3, 0.4)]
+    # without a finite ceiling the raw score is drawn, labelled as such
+    raw = [{**r, "neural/ceiled": float("nan")} for r in records]
+    assert {p.ylabel for p in neural_panels(study, raw)} == {"neural predictivity (median r) (neural on it)"}
+    assert [p["y"] for p in neural_panels(study, raw)[0].points] == [0.3, 0.4, 0.2]
+    # the table: one row per model (its image data row) with the recording's numbers as columns
+    table = table_records(study, records)
+    assert [(r["model"], r["data"], r["neural/ceiled [it]"]) for r in table] == [("a", "tiny", 0.5), ("b", "tiny", 0.6),
+                                                                                ("c", "tiny", 0.4)]
+    assert not any("neural/ceiled" in r for r in table)

@@ -103,12 +103,10 @@ def panels(study: Study, records: list[dict[str, Any]]) -> list[Panel]:
                     else:
                         if _finite(r.get("imagenet_top1")):
                             continue
-                        x = next((100 * r[f"{a}/accuracy"] for a in acc_names if _finite(r.get(f"{a}/accuracy"))), None)
-                    y = next((r[f"{mname}/{m}"] for m in metrics.split("|") if _finite(r.get(f"{mname}/{m}"))), None)
+                        x = _accuracy(r, acc_names)
+                    y = _first(r, mname, metrics)
                     if _finite(x) and _finite(y):
-                        pts.append({"model": r["model"], "family": r["family"] or "?", "variant": r.get("variant"),
-                                    "pair": r.get("pair"), "x": float(x), "y": float(y),
-                                    "x_source": r.get("top1_source") if group == "imagenet" else f"measured on {d.name}"})
+                        pts.append(_point(r, x, y, r.get("top1_source") if group == "imagenet" else f"measured on {d.name}"))
                 if pts:
                     metric_label = _alignment_label(ylabel, metrics, mname, recs)
                     out.append(Panel(f"{metric_label} vs {xlabel} on {d.name}", xlabel, metric_label, pts))
@@ -131,6 +129,11 @@ def _first(r: dict[str, Any] | None, name: str, metrics: str) -> float | None:
     if r is None:
         return None
     return next((r[f"{name}/{m}"] for m in metrics.split("|") if _finite(r.get(f"{name}/{m}"))), None)
+
+
+def _accuracy(r: dict[str, Any] | None, names: list[str]) -> float | None:
+    """The record's accuracy (%) from the first of these measurements that has one."""
+    return next((100 * a for a in (_first(r, n, "accuracy") for n in names) if a is not None), None)
 
 
 def neural_panels(study: Study, records: list[dict[str, Any]]) -> list[Panel]:
@@ -162,10 +165,9 @@ def neural_panels(study: Study, records: list[dict[str, Any]]) -> list[Panel]:
                     xlabel = f"accuracy on {d} (%)"
                     pts = []
                     for r, y in ys:
-                        acc = None if _finite(r.get("imagenet_top1")) else next(
-                            (a for a in (_first(by.get((r["model"], d)), n, "accuracy") for n in acc_names) if a is not None), None)
+                        acc = None if _finite(r.get("imagenet_top1")) else _accuracy(by.get((r["model"], d)), acc_names)
                         if acc is not None:
-                            pts.append(_point(r, 100 * acc, y, f"measured on {d}"))
+                            pts.append(_point(r, acc, y, f"measured on {d}"))
                     if pts:
                         out.append(Panel(f"{label} vs {xlabel}", xlabel, label, pts))
                     for aname in aligns:
