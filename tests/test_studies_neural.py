@@ -127,7 +127,7 @@ def test_bad_neural_settings_name_the_line_and_key(tmp_path, edit, key, words):
 def test_neural_measurement_needs_neural_data_and_training_needs_images(tmp_path):
     p = make_study(tmp_path)
     p.write_text(p.read_text() + '\n[[measurements]]\nkind = "neural"\n')
-    with pytest.raises(StudyFileError, match=r"\[\[measurements\]\] #3 key 'kind': no \[\[data\]\] of kind 'neural'"):
+    with pytest.raises(StudyFileError, match=r"\[\[measurements\]\] #3 key 'kind': no \[\[data\]\] of kind 'neural', which neural"):
         load_study(p)
     p = neural_study(tmp_path / "b", extra='\n[[models]]\nname = "small_cnn"\nlabel = "t"\n[models.train]\ndata = "it"\n')
     with pytest.raises(StudyFileError, match=r"key 'train.data': \[\[data\]\] 'it' is a neural recording"):

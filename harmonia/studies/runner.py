@@ -87,7 +87,6 @@ def _prepare_data(study: Study, emit: Event) -> None:
     """Make the simulated data sets a study asks for (SYNTHETIC), once, before any task."""
     from harmonia.data.format import read_info
     from harmonia.humans.simulate import SimulationConfig, simulate_from_config
-
     from harmonia.studies.neural import make_simulated
 
     for d in study.data:

@@ -249,19 +249,20 @@ def _data(r: _Reader, t: Any, i: int, file: Path) -> DataSpec:
     t = r.table(t, p, _DATA_KEYS)
     name = r.get(t, p, "name", str, required=True)
     text_path = r.get(t, p, "path", str, default=name)
-    if r.get(t, p, "kind", str, default="images") == "neural":
+    from harmonia.studies.neural import DATA_KINDS, READ_KEYS
+
+    kind = r.get(t, p, "kind", str, default="images")
+    if kind not in DATA_KINDS:
+        raise r.fail((*p, "kind"), f"expected {' or '.join(DATA_KINDS)}, got {kind!r}")
+    if kind == "neural":
         return _neural_data(r, t, p, name, text_path, file)
+    for key in READ_KEYS:
+        if key in t:
+            raise r.fail((*p, key), "a neural recording's reading option: set kind = \"neural\" for a recording")
     limit = r.get(t, p, "limit", int)
     if limit is not None and limit < 1:
         raise r.fail((*p, "limit"), f"must be >= 1, got {limit}")
     simulate = r.get(t, p, "simulate", dict)
-    from harmonia.studies.neural import DATA_KINDS, READ_KEYS
-
-    if t.get("kind", "images") not in DATA_KINDS:
-        raise r.fail((*p, "kind"), f"expected {' or '.join(DATA_KINDS)}, got {t['kind']!r}")
-    for key in READ_KEYS:
-        if key in t:
-            raise r.fail((*p, key), "a neural recording's reading option: set kind = \"neural\" for a recording")
     if simulate is not None:
         from harmonia.humans.simulate import SimulationConfig
 
@@ -361,7 +362,7 @@ def _measurement(r: _Reader, t: Any, i: int, data_names: dict[str, str]) -> Meas
                 raise r.fail((*p, "data"), f"[[data]] {d!r} is {data_names[d]} data; a {kind} measurement takes "
                                            f"{data_kind(kind)} data (a [[data]] kind)")
     if not any(k == data_kind(kind) for n, k in data_names.items() if data is None or n in data):
-        raise r.fail((*p, "kind"), f"no [[data]] of kind {data_kind(kind)!r} for a {kind} measurement")
+        raise r.fail((*p, "kind"), f"no [[data]] of kind {data_kind(kind)!r}, which {kind} measurements need")
     models = r.get(t, p, "models", (list, str))
     if models is not None:
         models = (models,) if isinstance(models, str) else tuple(models)
