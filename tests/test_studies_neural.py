@@ -4,7 +4,12 @@ panels and resume."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -266,3 +271,86 @@ def test_neural_panels_pair_a_models_recording_scores_with_its_image_numbers(tmp
     assert [(r["model"], r["data"], r["neural/ceiled [it]"]) for r in table] == [("a", "tiny", 0.5), ("b", "tiny", 0.6),
                                                                                 ("c", "tiny", 0.4)]
     assert not any("neural/ceiled" in r for r in table)
+
+
+_ONE_NEURAL = """\
+[study]
+name = "killed-neural"
+batch_size = 1                 # one layer per batch: rows are committed layer by layer
+
+[[models]]
+name = "small_cnn"
+label = "w2"
+pretrained = false
+num_classes = 3
+kwargs = { width = 2, input_size = [32, 32] }
+
+[[data]]
+name = "it"
+kind = "neural"
+path = "it-sim"
+simulate = { kind = "spatial", n_images = 6, n_neurons = 8, grid = [5, 5], layer = "block3" }
+
+[[measurements]]
+kind = "neural"
+components = 5
+"""
+
+_KILLABLE_NEURAL = """
+import sys, time
+from harmonia.neural.run import NeuralSweep
+from harmonia.studies import load_study, run_study
+compute = NeuralSweep.compute
+def slow(self, ctx, batch):  # slow enough to be killed in the middle of the sweep
+    time.sleep(0.2)
+    return compute(self, ctx, batch)
+NeuralSweep.compute = slow
+run_study(load_study(sys.argv[1]))
+"""
+
+
+def test_kill_9_mid_neural_sweep_then_resume_gives_the_uninterrupted_result(tmp_path):
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "s.toml").write_text(_ONE_NEURAL)
+    ref = load_study(tmp_path / "ref" / "s.toml")
+    run_study(ref)
+    with ResultStore(ref.store) as store:
+        n_layers = store.runs()[0].n_rows
+    assert n_layers > 6
+    (tmp_path / "killed").mkdir()
+    path = tmp_path / "killed" / "s.toml"
+    path.write_text(_ONE_NEURAL)
+    study = load_study(path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE_NEURAL, str(path)], env=env)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:  # kill once the sweep is part-way through its layers
+            n = 0
+            if study.store.exists():
+                try:
+                    con = sqlite3.connect(study.store)
+                    n = con.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+                    con.close()
+                except sqlite3.Error:
+                    pass
+            if 2 <= n < n_layers - 2:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the study never started writing rows")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with ResultStore(study.store) as store:
+        partial = store.runs()
+        assert len(partial) == 1 and partial[0].status == "partial" and 0 < partial[0].n_rows < n_layers
+    assert [s for _, s, _ in task_states(study)] == ["pending"]
+    run_study(study)
+    with ResultStore(study.store) as store:
+        run = store.runs()[0]
+        assert run.status == "complete" and run.n_rows == n_layers
+        assert len({r["item_id"] for r in store.rows(run.key)}) == n_layers  # no layer lost or stored twice
+    cols = ["model", "metric", "value", "value_text", "status", "content_key"]
+    assert [[r[c] for c in cols] for r in study_rows(study)] == [[r[c] for c in cols] for r in study_rows(ref)]
