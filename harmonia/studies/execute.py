@@ -59,6 +59,11 @@ def model_info(model: Any, spec: dict[str, Any]) -> dict[str, Any]:
 def _dataset(root: Path, data: dict[str, Any], split: str | None = None) -> Any:
     from harmonia.data import HarmoniaDataset
 
+    if data.get("kind") == "neural":
+        from harmonia.studies.neural import open_data
+
+        return open_data(root, data)
+
     return HarmoniaDataset(root / data["path"], split or data["split"], size=data.get("size"))
 
 

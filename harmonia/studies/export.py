@@ -27,7 +27,7 @@ from harmonia.studies.spec import Study
 
 TIMM_TABLE = "timm-results-imagenet.csv"
 COLUMNS = ("study", "model", "family", "arch", "params", "input_size", "weights", "variant", "pair", "seed",
-           "data", "split", "measurement", "kind", "metric", "value", "status", "reason", "imagenet_top1",
+           "data", "split", "measurement", "kind", "metric", "value", "value_text", "status", "reason", "imagenet_top1",
            "top1_source", "content_key", "spec_key")
 
 
@@ -38,7 +38,8 @@ def family_of(arch: str) -> str:
         >>> [family_of(a) for a in ("timm:convnext_tiny", "resnet50", "tf_efficientnet_lite0", "vit_b_16")]
         ['convnext', 'resnet', 'efficientnet', 'vit']
     """
-    name = arch.partition(":")[2] or arch
+    source, _, name = arch.partition(":")
+    name = name if re.search("[A-Za-z]", name) else source or arch  # "simulated:0": the source names it
     name = re.sub(r"^(tf|tv|timm|legacy|gluon)_", "", name.lower())
     m = re.match(r"[a-z]+", name)
     return m.group(0) if m else name
@@ -127,8 +128,9 @@ def study_rows(study: Study) -> list[dict[str, Any]]:
         }  # fmt: skip
         headline = (row or {}).get("headline") if state == "done" else None
         if headline:
-            for metric, value in headline.items():
-                out.append({**base, "metric": metric, "value": value})
+            for metric, value in headline.items():  # a text (a neural run's best layer) in its own column
+                text = value if isinstance(value, str) else None
+                out.append({**base, "metric": metric, "value": None if text is not None else value, "value_text": text})
         else:
             out.append({**base, "metric": None, "value": None})
     return [{c: r.get(c) for c in COLUMNS} for r in out]
@@ -172,8 +174,9 @@ def wide_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         k = (r["model"], r["data"])
         rec = by.setdefault(k, {c: r[c] for c in ("model", "family", "params", "input_size", "weights", "variant",
                                                   "pair", "seed", "data", "imagenet_top1", "top1_source")})
-        if r["metric"] is not None and r["value"] is not None and not (isinstance(r["value"], float) and math.isnan(r["value"])):
-            rec[f"{r['measurement']}/{r['metric']}"] = r["value"]
+        value = r["value"] if r.get("value_text") is None else r["value_text"]
+        if r["metric"] is not None and value is not None and not (isinstance(value, float) and math.isnan(value)):
+            rec[f"{r['measurement']}/{r['metric']}"] = value
         rec.setdefault("status", set()).add(r["status"])
     for rec in by.values():
         rec["status"] = ",".join(sorted(rec["status"]))

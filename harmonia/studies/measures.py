@@ -2,14 +2,19 @@
 
 ``alignment`` is :class:`harmonia.evaluation.Alignment`, ``adversarial`` is
 :class:`harmonia.adversarial.AdversarialAlignment`, ``accuracy`` is :class:`Accuracy` (a
-forward pass only: top-1 on the data's labels). All run through
-:func:`harmonia.measurements.run`, so each is keyed, cached and resumable.
+forward pass only: top-1 on the data's labels), ``neural`` is
+:class:`harmonia.neural.run.NeuralSweep` (every layer's neural predictivity on a
+``kind = "neural"`` data entry; its ``batch_size`` is the number of layers scored per
+forward pass). All run through :func:`harmonia.measurements.run`, so each is keyed, cached
+and resumable.
 
 Example:
     >>> build_measurement("alignment", {"explainer": "saliency:reducer=max_abs", "ceiling": "none"}).kind
     'evaluation'
     >>> build_measurement("accuracy", {"limit": 4}).settings()
     {'limit': 4}
+    >>> build_measurement("neural", {"regression": "ridge", "alpha": "cv:1,10"}).kind, data_kind("neural")
+    ('neural', 'neural')
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from typing import Any, Iterator
 import torch
 
 from harmonia.measurements import Batch, Measurement, dataset_ids, loader_batches
+from harmonia.neural.run import NeuralSweep
 from harmonia.registry import Registry
+from harmonia.settings import NeuralSettings
 from harmonia.store import ResultStore, dataset_fingerprint, model_key
 
 
@@ -141,6 +148,65 @@ def _adversarial(*, attack: str = "fmn", reducer: str = "abs_mean", ceiling: Any
     atk = _setting("attack", lambda: create_attack(str(attack)))
     return _setting("reducer", lambda: AdversarialAlignment(atk, reducer=reducer, ceiling=None if dataset is None else ceil,
                                                             limit=limit, device=device))
+
+
+class StudyNeuralSweep(NeuralSweep):
+    """:class:`~harmonia.neural.run.NeuralSweep` with the study's device (the same key and
+    rows as ``harmonia neural``: the device never changes a number)."""
+
+    def __init__(self, device: str | torch.device | None = None, **kw: Any) -> None:
+        from harmonia.utils.device import resolve_device
+
+        super().__init__(**kw)
+        self.device = resolve_device(device)
+
+    def prepare(self, model: Any, data: Any, data_key: Any) -> Any:
+        return super().prepare(model.to(self.device).eval(), data, data_key)
+
+
+@STUDY_MEASUREMENTS.register("neural")
+def _neural(*, layers: list[str] | None = None, regression: str = NeuralSettings.regression,
+            components: int = NeuralSettings.n_components, alpha: Any = NeuralSettings.alpha,
+            folds: int = NeuralSettings.folds, projection: int | None = None, pool: int | None = None,
+            reduce: str | None = None, ceiling: Any = "auto", dataset: Any = None, store: Any = None,
+            device: Any = None) -> Measurement:
+    from harmonia.neural.options import check_regression, parse_alpha, parse_reduce, sweep_options
+
+    def positive(key: str, value: Any) -> None:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise SettingError(key, f"must be an integer >= 1, got {value!r}")
+
+    if layers is not None and (not isinstance(layers, list) or not all(isinstance(x, str) for x in layers)):
+        raise SettingError("layers", f"expected a list of layer names, got {layers!r}")
+    _setting("regression", lambda: check_regression(regression))
+    _setting("alpha", lambda: parse_alpha(str(alpha)))
+    for key, value in (("components", components), ("folds", folds), ("projection", projection), ("pool", pool)):
+        positive(key, value)
+    if folds < 2:
+        raise SettingError("folds", f"must be >= 2, got {folds}")
+    _setting("reduce", lambda: parse_reduce(reduce, projection))
+    if ceiling != "auto" and (not isinstance(ceiling, (int, float)) or isinstance(ceiling, bool) or ceiling <= 0):
+        raise SettingError("ceiling", f"expected 'auto' (from the recording) or a positive number, got {ceiling!r}")
+    if dataset is None:
+        return StudyNeuralSweep(device=device)  # settings checked; the options depend on the recording's kind
+    opts = _setting("reduce", lambda: sweep_options(dataset, layers=layers, regression=regression, components=components,
+                                                    alpha=str(alpha), folds=folds, projection=projection, pool=pool,
+                                                    reduce=reduce, ceiling=None if ceiling == "auto" else float(ceiling)))
+    return StudyNeuralSweep(device=device, **opts)
+
+
+# The data a measurement kind takes: a [[data]] table's kind ("images" unless listed here).
+_DATA_KIND = {"neural": "neural"}
+
+
+def data_kind(kind: str) -> str:
+    """The ``[[data]]`` kind a measurement kind measures on (``images`` or ``neural``).
+
+    Example:
+        >>> data_kind("alignment"), data_kind("neural")
+        ('images', 'neural')
+    """
+    return _DATA_KIND.get(STUDY_MEASUREMENTS.resolve(kind), "images")
 
 
 def measurement_settings(kind: str) -> list[str]:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harmonia.store import cache_key
+from harmonia.studies.measures import data_kind
 from harmonia.studies.spec import ModelSpec, Study
 
 PLAN_VERSION = "study-task/1"
@@ -107,7 +108,7 @@ def _train_json(spec: ModelSpec, study: Study) -> dict[str, Any]:
 
 def _data_json(study: Study) -> dict[str, dict[str, Any]]:
     return {d.name: {"name": d.name, "path": d.text_path, "split": d.split, "limit": d.limit, "size": d.size,
-                     "simulate": d.simulate} for d in study.data}
+                     "simulate": d.simulate, "kind": d.kind, "read": d.read} for d in study.data}
 
 
 def _key(parts: dict[str, Any]) -> str:
@@ -134,6 +135,8 @@ def make_plan(study: Study) -> list[Task]:
             for d in study.data:
                 if ms.data is not None and d.name not in ms.data:
                     continue
+                if d.kind != data_kind(ms.kind):  # neural measurements on recordings, the others on images
+                    continue
                 if ms.models is not None and not any(fnmatch.fnmatchcase(m["label"], pat) for pat in ms.models):
                     continue
                 mj = {"kind": ms.kind, "name": ms.name, "settings": ms.settings, "batch_size": ms.batch_size}
@@ -144,4 +147,7 @@ def make_plan(study: Study) -> list[Task]:
 
 
 def _data_identity(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: d[k] for k in ("path", "split", "limit", "size", "simulate")}
+    ident = {k: d[k] for k in ("path", "split", "limit", "size", "simulate")}
+    if d.get("kind") == "neural":  # only then: the keys of image data stay what they were
+        ident.update(kind="neural", read=d["read"])
+    return ident

@@ -3,7 +3,10 @@
 Each panel puts an accuracy on x (ImageNet top-1 for ImageNet models: measured, else timm's
 published value; accuracy on the study's data for the others, in their own panel) against
 a human-alignment number on y: alignment with human feature maps, perturbation tolerance
-(median minimal L2) and adversarial alignment. Every panel shows the points coloured by
+(median minimal L2) and adversarial alignment. When the study measured neural scores
+(``kind = "neural"``), their panels put the neural predictivity (divided by the recording's
+ceiling when it has one; and the neural-map alignment of spatial recordings) on y against
+accuracy and against alignment with human maps. Every panel shows the points coloured by
 family, a least-squares trend, Spearman's rho with a 95% bootstrap CI, the Pareto front
 (no model better on both axes) and an arrow from each baseline to its harmonized model.
 Points carry the model's name in an SVG ``<title>`` (shown on hover); the page's table is
@@ -88,6 +91,8 @@ def panels(study: Study, records: list[dict[str, Any]]) -> list[Panel]:
     acc_names = [n for n, k in kinds.items() if k == "accuracy"] + [n for n, k in kinds.items() if k == "alignment"]
     out: list[Panel] = []
     for d in study.data:
+        if d.kind == "neural":
+            continue  # its panels pair it with the image data's numbers (neural_panels)
         recs = [r for r in records if r["data"] == d.name]
         for group, xlabel in (("imagenet", "ImageNet top-1 (%)"), ("data", f"accuracy on {d.name} (%)")):
             for mname, metrics, ylabel in ys:
@@ -98,17 +103,101 @@ def panels(study: Study, records: list[dict[str, Any]]) -> list[Panel]:
                     else:
                         if _finite(r.get("imagenet_top1")):
                             continue
-                        x = next((100 * r[f"{a}/accuracy"] for a in acc_names if _finite(r.get(f"{a}/accuracy"))), None)
-                    y = next((r[f"{mname}/{m}"] for m in metrics.split("|") if _finite(r.get(f"{mname}/{m}"))), None)
+                        x = _accuracy(r, acc_names)
+                    y = _first(r, mname, metrics)
                     if _finite(x) and _finite(y):
-                        pts.append({"model": r["model"], "family": r["family"] or "?", "variant": r.get("variant"),
-                                    "pair": r.get("pair"), "x": float(x), "y": float(y),
-                                    "x_source": r.get("top1_source") if group == "imagenet" else f"measured on {d.name}"})
+                        pts.append(_point(r, x, y, r.get("top1_source") if group == "imagenet" else f"measured on {d.name}"))
                 if pts:
-                    metric_label = ylabel if "alignment" not in metrics or not any(
-                        _finite(r.get(f"{mname}/alignment")) for r in recs) else ylabel + " / human ceiling"
+                    metric_label = _alignment_label(ylabel, metrics, mname, recs)
                     out.append(Panel(f"{metric_label} vs {xlabel} on {d.name}", xlabel, metric_label, pts))
+    return out + neural_panels(study, records)
+
+
+def _alignment_label(label: str, metrics: str, mname: str, recs: list[dict[str, Any]]) -> str:
+    if "alignment" in metrics and any(_finite(r.get(f"{mname}/alignment")) for r in recs):
+        return label + " / human ceiling"
+    return label
+
+
+def _point(r: dict[str, Any], x: float, y: float, x_source: Any) -> dict[str, Any]:
+    return {"model": r["model"], "family": r["family"] or "?", "variant": r.get("variant"), "pair": r.get("pair"),
+            "x": float(x), "y": float(y), "x_source": x_source}
+
+
+def _first(r: dict[str, Any] | None, name: str, metrics: str) -> float | None:
+    """The first finite ``name/metric`` of a record among ``metrics`` ("a|b")."""
+    if r is None:
+        return None
+    return next((r[f"{name}/{m}"] for m in metrics.split("|") if _finite(r.get(f"{name}/{m}"))), None)
+
+
+def _accuracy(r: dict[str, Any] | None, names: list[str]) -> float | None:
+    """The record's accuracy (%) from the first of these measurements that has one."""
+    return next((100 * a for a in (_first(r, n, "accuracy") for n in names) if a is not None), None)
+
+
+def neural_panels(study: Study, records: list[dict[str, Any]]) -> list[Panel]:
+    """Neural score panels (none when no neural score was measured): for each neural
+    measurement and recording, the score (ceiled when the recording has a ceiling; the
+    neural-map alignment too for spatial recordings) against ImageNet top-1, against the
+    accuracy on each image data set (models without an ImageNet top-1) and against each
+    alignment with human maps. A model's numbers on images and on the recording are joined
+    by its label."""
+    kinds = {m.name: m.kind for m in study.measurements}
+    neural = [n for n, k in kinds.items() if k == "neural"]
+    acc_names = [n for n, k in kinds.items() if k == "accuracy"] + [n for n, k in kinds.items() if k == "alignment"]
+    aligns = [n for n, k in kinds.items() if k == "alignment"]
+    image_data = [d.name for d in study.data if d.kind != "neural"]
+    by = {(r["model"], r["data"]): r for r in records}
+    out: list[Panel] = []
+    for nd in (d for d in study.data if d.kind == "neural"):
+        nrecs = [r for r in records if r["data"] == nd.name]
+        for mname in neural:
+            ceiled = any(_finite(r.get(f"{mname}/ceiled")) for r in nrecs)
+            for metric, label in (("ceiled" if ceiled else "score",
+                                   f"neural predictivity{' / ceiling' if ceiled else ' (median r)'} ({mname} on {nd.name})"),
+                                  ("map_spearman", f"neural-map alignment, Spearman ({mname} on {nd.name})")):
+                ys = [(r, r[f"{mname}/{metric}"]) for r in nrecs if _finite(r.get(f"{mname}/{metric}"))]
+                pts = [_point(r, r["imagenet_top1"], y, r.get("top1_source")) for r, y in ys if _finite(r.get("imagenet_top1"))]
+                if pts:
+                    out.append(Panel(f"{label} vs ImageNet top-1 (%)", "ImageNet top-1 (%)", label, pts))
+                for d in image_data:
+                    xlabel = f"accuracy on {d} (%)"
+                    pts = []
+                    for r, y in ys:
+                        acc = None if _finite(r.get("imagenet_top1")) else _accuracy(by.get((r["model"], d)), acc_names)
+                        if acc is not None:
+                            pts.append(_point(r, acc, y, f"measured on {d}"))
+                    if pts:
+                        out.append(Panel(f"{label} vs {xlabel}", xlabel, label, pts))
+                    for aname in aligns:
+                        recs = [by[(r["model"], d)] for r, _ in ys if (r["model"], d) in by]
+                        xlabel = _alignment_label(f"alignment with human maps ({aname} on {d})", "alignment", aname, recs)
+                        pts = [_point(r, x, y, f"{aname} on {d}") for r, y in ys
+                               if (x := _first(by.get((r["model"], d)), aname, "alignment|spearman_mean")) is not None]
+                        if pts:
+                            out.append(Panel(f"{label} vs {xlabel}", xlabel, label, pts))
     return out
+
+
+def table_records(study: Study, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The report table's rows: a model's neural scores as columns of its rows on image data
+    (``neural/ceiled [it]``: measurement/metric [recording]); a model measured on recordings
+    only keeps its own row."""
+    neural_data = {d.name for d in study.data if d.kind == "neural"}
+    if not neural_data:
+        return records
+    kinds = {m.name: m.kind for m in study.measurements}
+    columns: dict[str, dict[str, Any]] = {}
+    kept: list[dict[str, Any]] = []
+    for r in records:
+        if r["data"] in neural_data:
+            cols = {f"{k} [{r['data']}]": v for k, v in r.items() if kinds.get(k.partition("/")[0]) == "neural" and "/" in k}
+            columns.setdefault(r["model"], {}).update(cols)
+            kept.append({k: v for k, v in r.items() if "/" not in k or kinds.get(k.partition("/")[0]) != "neural"} | cols)
+    out = [r | columns.get(r["model"], {}) for r in records if r["data"] not in neural_data]
+    with_rows = {r["model"] for r in out}
+    return out + [r for r in kept if r["model"] not in with_rows]
 
 
 def _figure(panel: Panel) -> tuple[bytes, str, dict[str, Any]]:
@@ -209,7 +298,7 @@ def write_report(study: Study, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     rows = study_rows(study)
     records = wide_table(rows)
-    synthetic = _synthetic_data(study)
+    synthetic = _synthetic_data(study, rows)
     sections = [f"<h1>Study {html.escape(study.name)}</h1>"]
     if study.description:
         sections.append(f"<p>{html.escape(study.description)}</p>")
@@ -217,9 +306,12 @@ def write_report(study: Study, out_dir: str | Path) -> Path:
     counts = {s: sum(1 for _, st, _ in states if st == s) for s in ("done", "running", "pending", "failed")}
     sections.append("<p>" + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" of {len(states)} tasks.</p>")
     if synthetic:
+        neural = {d.name for d in study.data if d.kind == "neural"}
+        what = [w for w, shown in (("simulated images and human maps, not ClickMe", set(synthetic) - neural),
+                                   ("simulated neural recordings: read-outs of a random ground-truth network, not "
+                                    "monkey IT", set(synthetic) & neural)) if shown]
         sections.append(f"<p class='note'><b>SYNTHETIC data:</b> {', '.join(map(html.escape, synthetic))} "
-                        "(simulated images and human maps, not ClickMe); the numbers show the method, not findings "
-                        "about real models.</p>")
+                        f"({'; '.join(what)}); the numbers show the method, not findings about real models.</p>")
     sections.append("<p class='note'>Hover a point for the model's name. Squares: baselines, stars: harmonized "
                     "models (arrows: baseline to harmonized, same architecture and seed). Dashed: least-squares trend; "
                     "black steps: Pareto front. Spearman CIs: 95% percentile bootstrap over models "
@@ -236,10 +328,11 @@ def write_report(study: Study, out_dir: str | Path) -> Path:
     if failed:
         items = "".join(f"<li>{html.escape(t.title)}: {html.escape((r or {}).get('reason') or '')}</li>" for t, r in failed)
         sections.append(f"<h2>Failed tasks</h2><ul class='failed'>{items}</ul>")
+    table = table_records(study, records)
     cols: list[str] = []
-    for r in records:
+    for r in table:
         cols.extend(k for k in r if k not in cols)
-    payload = {"columns": cols, "rows": [[_json_value(r.get(c)) for c in cols] for r in records]}
+    payload = {"columns": cols, "rows": [[_json_value(r.get(c)) for c in cols] for r in table]}
     blob = json.dumps(payload).replace("</", "<\\/")
     sections.append("<h2>Models</h2><p class='note'>Click a column to sort.</p><table id='study-table'></table>"
                     f"<script type='application/json' id='study-data'>{blob}</script><script>{_JS}</script>")
@@ -259,11 +352,19 @@ def _json_value(v: Any) -> Any:
     return v
 
 
-def _synthetic_data(study: Study) -> list[str]:
+def _synthetic_data(study: Study, rows: list[dict[str, Any]]) -> list[str]:
     from harmonia.data.format import read_info
+    from harmonia.store import ResultStore
 
     names = []
     for d in study.data:
+        if d.kind == "neural":  # simulated here, or a recording whose runs say so (NeuralSweep's meta)
+            keys = {r["content_key"] for r in rows if r["data"] == d.name and r["content_key"]}
+            with ResultStore(study.store) as store:
+                runs = [store.get_run(k) for k in keys]
+            if d.simulate is not None or any(run is not None and run.meta.get("synthetic") for run in runs):
+                names.append(d.name)
+            continue
         try:
             if read_info(d.path).synthetic:
                 names.append(d.name)

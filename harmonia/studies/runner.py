@@ -87,9 +87,15 @@ def _prepare_data(study: Study, emit: Event) -> None:
     """Make the simulated data sets a study asks for (SYNTHETIC), once, before any task."""
     from harmonia.data.format import read_info
     from harmonia.humans.simulate import SimulationConfig, simulate_from_config
+    from harmonia.studies.neural import make_simulated
 
     for d in study.data:
         if d.simulate is None:
+            continue
+        if d.kind == "neural":
+            if not (d.path / "neural.json").is_file():
+                emit("simulate", {"data": d.name, "path": str(d.path)})
+            make_simulated(d.path, d.simulate)
             continue
         cfg = SimulationConfig.from_json(d.simulate)  # lists as tuples, as the data set's own record
         if (d.path / "harmonia.json").is_file():

@@ -29,7 +29,8 @@ VARIANTS = ("baseline", "harmonized")
 _STUDY_KEYS = {"name", "store", "seeds", "device", "batch_size", "description"}
 _MODEL_KEYS = {"name", "pattern", "label", "pretrained", "num_classes", "kwargs", "family", "all", "train", "seed"}
 _TRAIN_KEYS = {"data", "split", "variants", "epochs", "preset", "settings"}
-_DATA_KEYS = {"name", "path", "split", "limit", "size", "simulate", "synthetic"}
+_DATA_KEYS = {"name", "path", "split", "limit", "size", "simulate", "synthetic", "kind", "preset", "window", "stimuli",
+              "region"}
 _MEASUREMENT_COMMON = {"kind", "name", "models", "data", "batch_size"}  # besides the kind's own settings
 
 
@@ -103,15 +104,18 @@ class ModelSpec:
 
 @dataclass
 class DataSpec:
-    """One ``[[data]]`` entry: a dataset folder in harmonia's format (relative to the file)."""
+    """One ``[[data]]`` entry: a dataset folder in harmonia's format (relative to the file), or
+    with ``kind = "neural"`` a neural recording (:mod:`harmonia.studies.neural`)."""
 
     name: str
     path: Path
-    split: str = "test"
+    split: str | None = "test"  # None for neural recordings
     limit: int | None = None
     size: int | None = None
     simulate: dict[str, Any] | None = None  # make it with harmonia's ClickMe simulator when absent (SYNTHETIC)
     text_path: str = ""  # as written in the file (plan keys must not depend on where the file lies)
+    kind: str = "images"  # or "neural"
+    read: dict[str, Any] = field(default_factory=dict)  # a neural recording's reading options (preset, window, ...)
 
 
 @dataclass
@@ -216,8 +220,9 @@ def parse_study(doc: dict[str, Any], path: Path, text: str = "") -> Study:
         raise r.fail(("study", "batch_size"), f"must be >= 1, got {batch_size}")
     data = [_data(r, t, i, path) for i, t in enumerate(_array(r, doc, "data"))]
     _unique(r, [d.name for d in data], "data")
-    models = [_model(r, t, i, {d.name for d in data}) for i, t in enumerate(_array(r, doc, "models"))]
-    measurements = [_measurement(r, t, i, {d.name for d in data}) for i, t in enumerate(_array(r, doc, "measurements"))]
+    data_kinds = {d.name: d.kind for d in data}
+    models = [_model(r, t, i, data_kinds) for i, t in enumerate(_array(r, doc, "models"))]
+    measurements = [_measurement(r, t, i, data_kinds) for i, t in enumerate(_array(r, doc, "measurements"))]
     _unique(r, [m.name for m in measurements], "measurements")
     return Study(name, path.resolve(), (path.parent / store).resolve(), models, data, measurements, tuple(seeds),
                  r.get(head, ("study",), "device", str, default="cpu"), batch_size,
@@ -244,6 +249,16 @@ def _data(r: _Reader, t: Any, i: int, file: Path) -> DataSpec:
     t = r.table(t, p, _DATA_KEYS)
     name = r.get(t, p, "name", str, required=True)
     text_path = r.get(t, p, "path", str, default=name)
+    from harmonia.studies.neural import DATA_KINDS, READ_KEYS
+
+    kind = r.get(t, p, "kind", str, default="images")
+    if kind not in DATA_KINDS:
+        raise r.fail((*p, "kind"), f"expected {' or '.join(DATA_KINDS)}, got {kind!r}")
+    if kind == "neural":
+        return _neural_data(r, t, p, name, text_path, file)
+    for key in READ_KEYS:
+        if key in t:
+            raise r.fail((*p, key), "a neural recording's reading option: set kind = \"neural\" for a recording")
     limit = r.get(t, p, "limit", int)
     if limit is not None and limit < 1:
         raise r.fail((*p, "limit"), f"must be >= 1, got {limit}")
@@ -260,7 +275,26 @@ def _data(r: _Reader, t: Any, i: int, file: Path) -> DataSpec:
                     simulate, text_path)
 
 
-def _model(r: _Reader, t: Any, i: int, data_names: set[str]) -> ModelSpec:
+def _neural_data(r: _Reader, t: dict[str, Any], p: tuple, name: str, text_path: str, file: Path) -> DataSpec:
+    """A ``kind = "neural"`` entry: a recording and its reading options, or a simulated one."""
+    from harmonia.studies.neural import READ_KEYS, DataSettingError, check_read_options, check_simulation
+
+    for key in ("split", "limit"):
+        if key in t:
+            raise r.fail((*p, key), "applies to image data sets only (a neural recording is scored whole)")
+    read = {k: t[k] for k in READ_KEYS if k in t}
+    simulate = r.get(t, p, "simulate", dict)
+    try:
+        check_read_options(read)
+        if simulate is not None:
+            simulate = check_simulation(simulate)
+    except DataSettingError as e:
+        raise r.fail((*p, e.key), str(e).split(": ", 1)[1]) from None
+    return DataSpec(name, (file.parent / text_path).resolve(), None, None, r.get(t, p, "size", int), simulate, text_path,
+                    "neural", read)
+
+
+def _model(r: _Reader, t: Any, i: int, data_names: dict[str, str]) -> ModelSpec:
     p = ("models", i)
     t = r.table(t, p, _MODEL_KEYS)
     name, pattern = r.get(t, p, "name", str), r.get(t, p, "pattern", str)
@@ -280,6 +314,8 @@ def _model(r: _Reader, t: Any, i: int, data_names: set[str]) -> ModelSpec:
         tdata = r.get(tt, tp, "data", str, required=True)
         if tdata not in data_names:
             raise r.fail((*tp, "data"), f"no [[data]] named {tdata!r}; known: {', '.join(sorted(data_names))}")
+        if data_names[tdata] != "images":
+            raise r.fail((*tp, "data"), f"[[data]] {tdata!r} is a neural recording; training needs an image data set")
         variants = tuple(r.get(tt, tp, "variants", list, default=list(VARIANTS)))
         bad = [v for v in variants if v not in VARIANTS]
         if bad or not variants:
@@ -305,11 +341,11 @@ def _is_path(name: str) -> bool:
     return is_checkpoint_path(name)
 
 
-def _measurement(r: _Reader, t: Any, i: int, data_names: set[str]) -> MeasurementSpec:
+def _measurement(r: _Reader, t: Any, i: int, data_names: dict[str, str]) -> MeasurementSpec:
     p = ("measurements", i)
     if not isinstance(t, dict):
         raise r.fail(p, "expected a table")
-    from harmonia.studies.measures import STUDY_MEASUREMENTS, measurement_settings
+    from harmonia.studies.measures import STUDY_MEASUREMENTS, data_kind, measurement_settings
 
     kind = r.get(t, p, "kind", str, required=True)
     if kind not in STUDY_MEASUREMENTS:
@@ -322,6 +358,11 @@ def _measurement(r: _Reader, t: Any, i: int, data_names: set[str]) -> Measuremen
         for d in data:
             if d not in data_names:
                 raise r.fail((*p, "data"), f"no [[data]] named {d!r}; known: {', '.join(sorted(data_names))}")
+            if data_names[d] != data_kind(kind):
+                raise r.fail((*p, "data"), f"[[data]] {d!r} is {data_names[d]} data; a {kind} measurement takes "
+                                           f"{data_kind(kind)} data (a [[data]] kind)")
+    if not any(k == data_kind(kind) for n, k in data_names.items() if data is None or n in data):
+        raise r.fail((*p, "kind"), f"no [[data]] of kind {data_kind(kind)!r}, which {kind} measurements need")
     models = r.get(t, p, "models", (list, str))
     if models is not None:
         models = (models,) if isinstance(models, str) else tuple(models)
