@@ -12,8 +12,9 @@ in [0.5, 1.0] because of the bound it adds) and the value range of Lite0's norma
 2. ``objective``: the class logit reached after the same number of steps, measured on the
    final images with one fixed protocol for both (the mean logit over the whole image and 8
    fixed crops), over 3 seeds: ours / Horama (target >= 1).
-3. ``transfer``: 10 ImageNet classes (listed below), one Lite0 visualization each with MACO
-   and with Fourier (in one batch per method): the rank of the class in EfficientNet-Lite1 and
+3. ``transfer``: 10 ImageNet classes (listed below), one Lite0 visualization each with MACO,
+   with Fourier on MACO's crops (``fourier``) and with Fourier on the transforms published with
+   it (``fourier_lucid``), in one batch per method: the rank of the class in EfficientNet-Lite1 and
    Lite2 (top-5 counts), plausibility and a Frechet distance in Lite2's last-stage features
    against crops of the real photos of those classes that ship with scikit-image /
    scikit-learn (coffee, chelsea, flower, china, rocket). The images are cached in --out, so an
@@ -46,6 +47,10 @@ torch.set_num_threads(1)
 
 CLASSES = {967: "espresso", 281: "tabby", 985: "daisy", 698: "palace", 657: "missile",
            1: "goldfish", 130: "flamingo", 323: "monarch", 340: "zebra", 951: "lemon"}
+# the transfer part's methods: the Fourier baseline with MACO's crops (shared augmentation code),
+# and with the transforms published with it (Lucid / Lucent: pad, jitter, scale, rotate, jitter)
+METHODS = {"maco": {"method": "maco"}, "fourier": {"method": "fourier"},
+           "fourier_lucid": {"method": "fourier", "augmentation": "lucid"}}
 # real photos shipped with installed packages, by the class they show
 PHOTOS = {967: "coffee", 281: "chelsea", 985: "flower", 698: "china", 657: "rocket"}
 
@@ -182,8 +187,8 @@ def part_transfer(lites, args) -> dict:
             seconds = None
         else:
             t = time.perf_counter()
-            r = visualize(lites[0], [f"class:{c}" for c in targets], method=method, steps=args.transfer_steps,
-                          image_size=args.size, crops=args.crops, seed=0,
+            r = visualize(lites[0], [f"class:{c}" for c in targets], steps=args.transfer_steps,
+                          image_size=args.size, crops=args.crops, seed=0, **METHODS[method],
                           progress=lambda d, n, _m=method: print(f"  {_m} step {d}/{n}", flush=True) if d % 16 == 0 else None)
             seconds = time.perf_counter() - t
             images = r.images
@@ -216,7 +221,8 @@ def main() -> None:
     ap.add_argument("--speed-steps", type=int, default=8)
     ap.add_argument("--objective-steps", type=int, default=64)
     ap.add_argument("--transfer-steps", type=int, default=128)
-    ap.add_argument("--methods", default="maco,fourier", help="transfer: methods to run (their images are cached in --out)")
+    ap.add_argument("--methods", default="maco,fourier,fourier_lucid",
+                    help=f"transfer: methods to run, of {', '.join(METHODS)} (their images are cached in --out)")
     args = ap.parse_args()
     from harmonia.featviz.spectrum import default_spectrum_path
     from harmonia.models import load
@@ -247,7 +253,7 @@ def main() -> None:
               f"ratio {ratio} (target >= 1)")
     if "transfer" in results:
         t = results["transfer"]
-        for m in (m for m in ("maco", "fourier") if m in t):
+        for m in (m for m in METHODS if m in t):
             print(f"{m}: {t[m]['top5_in_both']}/10 classes in Lite1 and Lite2 top-5; plausibility {t[m]['plausibility_mean']:.3f}; "
                   f"Frechet distance {t[m]['frechet_distance']:.1f}")
 

@@ -8,6 +8,12 @@ linearly from 0.5 to 0.05 over the run. Each crop is resampled to the model's in
 then gets noise ``N(0, noise) + U(-noise/2, noise/2)``. Each image draws from its own
 generator, so a batch of K images is K independent runs.
 
+:class:`LucidTransforms` is the other augmentation, the one published with the Lucid-style
+Fourier baseline (Olah et al. 2017; Lucent's ``standard_transforms``): per copy, pad 12 px
+(grey 0.5), jitter by 0-7 px, scale by one of 0.90, 0.92, ..., 1.10, rotate by one of
+-10 ... 10 degrees (0 five times as likely), jitter by 0-3 px, then resize to the model's input
+size. ``crops`` independent copies per image and step.
+
 Example:
     >>> import torch
     >>> aug = Augmentation(crops=3)
@@ -21,7 +27,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 
@@ -80,3 +89,77 @@ class Augmentation:
                                + (torch.rand(shape, generator=g) - 0.5) * self.noise for g in generators])
             crops = crops + noise.to(crops)
         return crops
+
+
+AUGMENTATIONS = ("crops", "lucid")
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """x (C x H x W) translated by (dy, dx) whole pixels, zeros shifted in (Lucent's jitter)."""
+    out = torch.zeros_like(x)
+    h, w = x.shape[-2:]
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
+    """x (C x H x W) rotated about its centre, bilinear, zeros outside."""
+    if degrees == 0:
+        return x
+    a = math.radians(degrees)
+    theta = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]], dtype=x.dtype, device=x.device)
+    grid = F.affine_grid(theta[None], [1, *x.shape], align_corners=False)
+    return F.grid_sample(x[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+
+
+@dataclass(frozen=True)
+class LucidTransforms:
+    """Lucid's / Lucent's standard transforms (the published Fourier baseline's), ``crops`` copies per image.
+
+    Example:
+        >>> import torch
+        >>> gens = [torch.Generator().manual_seed(0)]
+        >>> tuple(LucidTransforms(crops=2)(torch.rand(1, 3, 40, 40), (32, 32), gens, step=0, steps=10).shape)
+        (2, 3, 32, 32)
+    """
+
+    crops: int = 1
+    pad: int = 12
+    jitter: tuple[int, int] = (8, 4)
+    scales: tuple[float, ...] = tuple(1 + (i - 5) / 50 for i in range(11))
+    angles: tuple[int, ...] = tuple(range(-10, 11)) + (0,) * 5
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.crops < 1:
+            raise ValueError(f"crops must be >= 1, got {self.crops}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "lucid", **asdict(self)}
+
+    def _one(self, x: torch.Tensor, out_size: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+        def pick(n: int) -> int:
+            return int(torch.randint(n, (1,), generator=g))
+
+        x = F.pad(x, (self.pad,) * 4, value=0.5)
+        x = _shift(x, pick(self.jitter[0]), pick(self.jitter[0]))
+        scale = self.scales[pick(len(self.scales))]
+        size = [max(1, round(s * scale)) for s in x.shape[-2:]]
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+        x = _rotate(x, float(self.angles[pick(len(self.angles))]))
+        x = _shift(x, pick(self.jitter[1]), pick(self.jitter[1]))
+        return F.interpolate(x[None], size=tuple(out_size), mode="bilinear", align_corners=False, antialias=True)[0]
+
+    def __call__(self, images: torch.Tensor, out_size: tuple[int, int], generators: Sequence[torch.Generator],
+                 step: int, steps: int) -> torch.Tensor:
+        """K x 3 x H x W -> (K * crops) x 3 x out_size copies (image k's are rows k*crops ...)."""
+        if len(generators) != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {len(generators)} generators")
+        out = torch.stack([self._one(img, tuple(out_size), g) for img, g in zip(images, generators)
+                           for _ in range(self.crops)])
+        if self.noise > 0:
+            shape = (self.crops, *out.shape[1:])
+            out = out + torch.cat([(torch.randn(shape, generator=g) + torch.rand(shape, generator=g) - 0.5) * self.noise
+                                   for g in generators]).to(out)
+        return out
