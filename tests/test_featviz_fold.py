@@ -83,9 +83,15 @@ def test_maco_on_the_folded_network_is_the_same_run():
     net = _random_statistics(timm.create_model("resnet10t", pretrained=False, num_classes=5))
     model = HarmoniaModel(net, "timm:resnet10t", Preprocessing(input_size=(32, 32))).eval()
     specs = ["class:1", "channel:layer2.0.conv1:3"]  # a hooked conv: kept unfolded
+    on = maco(model, specs, steps=1, image_size=32, crops=2, seed=3)
+    off = maco(model, specs, steps=1, image_size=32, crops=2, seed=3, fold_bn=False)
+    assert on.extras["batchnorms_folded"] > 0 and off.extras["batchnorms_folded"] == 0
+    # one step: the same gradient (the transparency) and update, to float rounding
+    torch.testing.assert_close(on.transparency, off.transparency, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(on.images, off.images, atol=1e-5, rtol=1e-5)
+    # more steps: NAdam's normalised updates amplify rounding differences, slowly
     on = maco(model, specs, steps=4, image_size=32, crops=2, seed=3)
     off = maco(model, specs, steps=4, image_size=32, crops=2, seed=3, fold_bn=False)
-    assert on.extras["batchnorms_folded"] > 0 and off.extras["batchnorms_folded"] == 0
     torch.testing.assert_close(on.trace, off.trace, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(on.images, off.images, atol=1e-4, rtol=1e-4)
-    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(on.images, off.images, atol=1e-2, rtol=0)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the model itself is not changed

@@ -3,9 +3,13 @@
 Per image and step, ``crops`` squares with centres ``0.5 + N(0, centre_std)`` per axis (kept
 inside the image) and sides (a fraction of the image side) drawn uniformly in ``crop_scale``,
 or, with ``schedule="xplique"``, from N(mean, 0.05) clipped to [0.05, 1] with the mean going
-linearly from 0.5 to 0.05 over the run. Each crop is resampled to the model's input size with
-``roi_align`` (bilinear, 2 x 2 samples per output pixel, which also antialiases a downscale),
-then gets noise ``N(0, noise) + U(-noise/2, noise/2)``. Each image draws from its own
+linearly from 0.5 to 0.05 over the run. Each crop is resampled to the model's input size
+(``resample``): ``"bilinear"`` (default) is ``roi_align`` with its adaptive sampling, one
+bilinear sample per output pixel when the crop is upscaled and ``ceil(crop / output)`` squared,
+averaged, when it is downscaled (antialiasing); ``"box"`` always averages 2 x 2 bilinear samples
+(softer, and its backward pass is several times slower on the CPU); ``"horama"`` is Horama's
+``roi_align`` at twice the output size, then a bicubic antialiased resize. Then noise
+``N(0, noise) + U(-noise/2, noise/2)``. Each image draws from its own
 generator, so a batch of K images is K independent runs.
 
 :class:`LucidTransforms` is the other augmentation, the one published with the Lucid-style
@@ -34,6 +38,18 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 
+RESAMPLINGS = ("bilinear", "box", "horama")
+
+
+def _resample(images: torch.Tensor, boxes: torch.Tensor, out_size: tuple[int, int], how: str) -> torch.Tensor:
+    """Crops (rows of ``boxes``) of ``images`` resampled to ``out_size``."""
+    if how == "horama":
+        big = roi_align(images, boxes, output_size=(2 * out_size[0], 2 * out_size[1]), aligned=True)
+        return F.interpolate(big, size=out_size, mode="bicubic", align_corners=True, antialias=True)
+    ratio = 2 if how == "box" else -1  # -1: ceil(crop side / output side) samples per pixel and axis
+    return roi_align(images, boxes, output_size=out_size, spatial_scale=1.0, sampling_ratio=ratio, aligned=True)
+
+
 @dataclass(frozen=True)
 class Augmentation:
     crops: int = 6
@@ -41,6 +57,7 @@ class Augmentation:
     centre_std: float = 0.15
     noise: float = 0.01
     schedule: str = "uniform"  # or "xplique"
+    resample: str = "bilinear"  # or "box", "horama"
 
     def __post_init__(self) -> None:
         if self.crops < 1:
@@ -50,6 +67,8 @@ class Augmentation:
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
         if self.schedule not in ("uniform", "xplique"):
             raise ValueError(f"schedule must be 'uniform' or 'xplique', got {self.schedule!r}")
+        if self.resample not in RESAMPLINGS:
+            raise ValueError(f"resample must be one of {', '.join(RESAMPLINGS)}, got {self.resample!r}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
 
@@ -82,7 +101,7 @@ class Augmentation:
         if len(generators) != images.shape[0]:
             raise ValueError(f"{images.shape[0]} images but {len(generators)} generators")
         boxes = self.boxes(tuple(images.shape[-2:]), generators, step, steps).to(images)
-        crops = roi_align(images, boxes, output_size=tuple(out_size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        crops = _resample(images, boxes, tuple(out_size), self.resample)
         if self.noise > 0:
             shape = (self.crops, *crops.shape[1:])
             noise = torch.cat([torch.randn(shape, generator=g) * self.noise

@@ -96,7 +96,9 @@ def _network(model: nn.Module, layers: Sequence[str], in_size: tuple[int, int], 
 
     With ``fold_bn`` the network runs as a copy with its eval-mode BatchNorms folded into the
     convolutions before them (:func:`harmonia.models.fold_bn.fold_batchnorm`; the hooked layers'
-    outputs are kept as they are): the same function, one pass less over most activations.
+    outputs are kept as they are): the same function, one pass less over most activations. That
+    copy (ours to change) is also put in the channels-last memory layout, which the CPU's
+    convolution kernels run faster (same values up to float rounding).
     """
     net, _ = unwrap(model)
     names = {layer: resolve_layer(model, layer)[0] for layer in layers}
@@ -108,6 +110,10 @@ def _network(model: nn.Module, layers: Sequence[str], in_size: tuple[int, int], 
             example = pre(example)
         net, folded = fold_batchnorm(net, example, keep=set(names.values()))
     forward = _forward(model, net)
+    if folded:
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        plain = forward
+        forward = lambda x: plain(x.contiguous(memory_format=torch.channels_last))  # noqa: E731
     return forward, {layer: net.get_submodule(name) for layer, name in names.items()}, folded
 
 
@@ -138,6 +144,7 @@ def visualize(
     crop_scale: tuple[float, float] = (0.5, 1.0),
     crop_schedule: str = "uniform",
     augmentation: str = "crops",
+    resample: str = "bilinear",
     centre_std: float = 0.15,
     noise: float = 0.01,
     optimizer: str | None = None,
@@ -181,7 +188,7 @@ def visualize(
         aug = LucidTransforms(crops=crops)
     else:
         aug = Augmentation(crops=crops, crop_scale=tuple(crop_scale), centre_std=centre_std, noise=noise,  # type: ignore[arg-type]
-                           schedule=crop_schedule)
+                           schedule=crop_schedule, resample=resample)
     in_size = _input_size(model, input_size)
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
@@ -317,7 +324,9 @@ def maco(model: nn.Module, objectives: Sequence[str | Objective] | str | Objecti
         **settings: ``crop_scale`` (crop side as a fraction of the image side, uniform in
             (0.5, 1.0): at 256 px, Horama's (0.25, 0.30) gives no transferable image, see
             docs/featviz.md), ``crop_schedule`` ("uniform" | "xplique"), ``augmentation`` ("crops";
-            "lucid": Lucid's transforms instead of crops), ``centre_std`` (0.15),
+            "lucid": Lucid's transforms instead of crops), ``resample`` ("bilinear": roi_align's
+            adaptive sampling; "box": 2 x 2 samples, the earlier default; "horama": 2x then
+            bicubic antialiased), ``centre_std`` (0.15),
             ``noise`` (0.01 of the [0, 1] range), ``optimizer``/``lr`` (NAdam 1.0), ``seed`` /
             ``seeds`` (image k uses ``seed + k``), ``spectrum`` (a .npy file or a tensor; default the
             shipped one), ``input_size`` (crop size fed to the model; default the model's),
