@@ -110,8 +110,8 @@ def featviz_command(
     image_size: int = typer.Option(256, "--image-size", min=8, help="Side of the visualization in pixels."),
     crops: int = typer.Option(6, min=1, help="Augmented crops per image and step."),
     crop_scale: str = typer.Option("0.5,1.0", help="Crop side range as a fraction of the image side, 'LOW,HIGH'."),
-    resample: str = typer.Option("bilinear", help="How crops are resized to the model's input: bilinear (roi_align, "
-                                 "adaptive sampling) | box (2 x 2 samples) | horama (2x, then bicubic antialiased)."),
+    resample: str = typer.Option("bicubic", help="How crops are resized to the model's input: bicubic | bilinear "
+                                 "(roi_align, adaptive sampling) | box (2 x 2 samples) | horama (2x, then bicubic antialiased)."),
     augmentation: str = typer.Option("crops", help="crops (random crops + noise, every method) | lucid (the transforms "
                                      "published with the Fourier baseline: pad, jitter, scale, rotate)."),
     seed: int = typer.Option(0, help="Seed of objective 0 (objective k uses seed + k)."),

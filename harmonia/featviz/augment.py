@@ -4,11 +4,14 @@ Per image and step, ``crops`` squares with centres ``0.5 + N(0, centre_std)`` pe
 inside the image) and sides (a fraction of the image side) drawn uniformly in ``crop_scale``,
 or, with ``schedule="xplique"``, from N(mean, 0.05) clipped to [0.05, 1] with the mean going
 linearly from 0.5 to 0.05 over the run. Each crop is resampled to the model's input size
-(``resample``): ``"bilinear"`` (default) is ``roi_align`` with its adaptive sampling, one
-bilinear sample per output pixel when the crop is upscaled and ``ceil(crop / output)`` squared,
-averaged, when it is downscaled (antialiasing); ``"box"`` always averages 2 x 2 bilinear samples
-(softer, and its backward pass is several times slower on the CPU); ``"horama"`` is Horama's
-``roi_align`` at twice the output size, then a bicubic antialiased resize. Then noise
+(``resample``): ``"bicubic"`` (default) samples each output pixel bicubically (one
+``grid_sample``; no antialiasing, so meant for crops at most about the input size, as at the
+default 256 px); ``"bilinear"`` is ``roi_align`` with its adaptive sampling (one bilinear
+sample per output pixel when the crop is upscaled, ``ceil(crop / output)`` squared, averaged,
+when it is downscaled); ``"box"`` always averages 2 x 2 bilinear samples (the first default:
+softer, and its backward pass is slow on the CPU); ``"horama"`` is Horama's ``roi_align`` at
+twice the output size, then a bicubic antialiased resize (sharp like ``"bicubic"``,
+antialiased, several times as costly). Then noise
 ``N(0, noise) + U(-noise/2, noise/2)``. Each image draws from its own
 generator, so a batch of K images is K independent runs.
 
@@ -38,11 +41,25 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 
-RESAMPLINGS = ("bilinear", "box", "horama")
+RESAMPLINGS = ("bicubic", "bilinear", "box", "horama")
+
+
+def _bicubic_crops(images: torch.Tensor, boxes: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+    """Each box (image index, x1, y1, x2, y2 in pixel-edge coordinates) sampled bicubically at
+    ``out_size`` pixel centres, one ``grid_sample``; values past the border repeat the border."""
+    h, w = images.shape[-2:]
+    x1, y1, x2, y2 = boxes[:, 1], boxes[:, 2], boxes[:, 3], boxes[:, 4]
+    theta = torch.zeros(len(boxes), 2, 3, dtype=images.dtype, device=images.device)
+    theta[:, 0, 0], theta[:, 0, 2] = (x2 - x1) / w, (x1 + x2) / w - 1
+    theta[:, 1, 1], theta[:, 1, 2] = (y2 - y1) / h, (y1 + y2) / h - 1
+    grid = F.affine_grid(theta, [len(boxes), images.shape[1], *out_size], align_corners=False)
+    return F.grid_sample(images[boxes[:, 0].long()], grid, mode="bicubic", padding_mode="border", align_corners=False)
 
 
 def _resample(images: torch.Tensor, boxes: torch.Tensor, out_size: tuple[int, int], how: str) -> torch.Tensor:
     """Crops (rows of ``boxes``) of ``images`` resampled to ``out_size``."""
+    if how == "bicubic":
+        return _bicubic_crops(images, boxes, out_size)
     if how == "horama":
         big = roi_align(images, boxes, output_size=(2 * out_size[0], 2 * out_size[1]), aligned=True)
         return F.interpolate(big, size=out_size, mode="bicubic", align_corners=True, antialias=True)
@@ -57,7 +74,7 @@ class Augmentation:
     centre_std: float = 0.15
     noise: float = 0.01
     schedule: str = "uniform"  # or "xplique"
-    resample: str = "bilinear"  # or "box", "horama"
+    resample: str = "bicubic"  # or "bilinear", "box", "horama"
 
     def __post_init__(self) -> None:
         if self.crops < 1:

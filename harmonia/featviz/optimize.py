@@ -144,7 +144,7 @@ def visualize(
     crop_scale: tuple[float, float] = (0.5, 1.0),
     crop_schedule: str = "uniform",
     augmentation: str = "crops",
-    resample: str = "bilinear",
+    resample: str = "bicubic",
     centre_std: float = 0.15,
     noise: float = 0.01,
     optimizer: str | None = None,
@@ -324,9 +324,9 @@ def maco(model: nn.Module, objectives: Sequence[str | Objective] | str | Objecti
         **settings: ``crop_scale`` (crop side as a fraction of the image side, uniform in
             (0.5, 1.0): at 256 px, Horama's (0.25, 0.30) gives no transferable image, see
             docs/featviz.md), ``crop_schedule`` ("uniform" | "xplique"), ``augmentation`` ("crops";
-            "lucid": Lucid's transforms instead of crops), ``resample`` ("bilinear": roi_align's
-            adaptive sampling; "box": 2 x 2 samples, the earlier default; "horama": 2x then
-            bicubic antialiased), ``centre_std`` (0.15),
+            "lucid": Lucid's transforms instead of crops), ``resample`` ("bicubic", the sharpest and
+            cheapest, see docs/featviz.md; "bilinear": roi_align's adaptive sampling; "box": 2 x 2
+            samples, the earlier default; "horama": 2x then bicubic antialiased), ``centre_std`` (0.15),
             ``noise`` (0.01 of the [0, 1] range), ``optimizer``/``lr`` (NAdam 1.0), ``seed`` /
             ``seeds`` (image k uses ``seed + k``), ``spectrum`` (a .npy file or a tensor; default the
             shipped one), ``input_size`` (crop size fed to the model; default the model's),
