@@ -8,7 +8,9 @@ in [0.5, 1.0] because of the bound it adds) and the value range of Lite0's norma
 
 1. ``speed``: seconds per step for one objective (ours / Horama, target <= 1.0); and K = 16
    class objectives, ours in one batch vs 16 sequential calls (of ours and of Horama):
-   throughput ratio (target >= 3).
+   throughput ratio (target >= 3). Horama's runs get the network with frozen parameters too.
+1b. ``costs``: where a step's time goes: the network's forward + backward (as given, and
+   folded + channels-last as harmonia runs it) and each crop resampling (min of repeats).
 2. ``objective``: the class logit reached after the same number of steps, measured on the
    final images with one fixed protocol for both (the mean logit over the whole image and 8
    fixed crops), over --objective-seeds seeds (mean and standard error): ours / Horama (target >= 1).
@@ -63,6 +65,11 @@ def horama_run(model, target: int, steps: int, size: int, crops: int, spectrum_f
     lo = float((0 - model._mean.flatten()[0]) / model._std.flatten()[0])
     hi = float((1 - model._mean.flatten()[0]) / model._std.flatten()[0])
     cwd = os.getcwd()
+    # frozen parameters, as harmonia runs them: otherwise Horama's backward also computes every
+    # weight gradient, a cost a careful user would not pay
+    flags = [(q, q.requires_grad) for q in net.parameters()]
+    for q, _ in flags:
+        q.requires_grad_(False)
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(spectrum_file, Path(tmp) / "spectrum_decorrelated.npy")
         os.chdir(tmp)
@@ -74,6 +81,8 @@ def horama_run(model, target: int, steps: int, size: int, crops: int, spectrum_f
                                      device="cpu")
         finally:
             os.chdir(cwd)
+            for q, flag in flags:
+                q.requires_grad_(flag)
     return ((img.detach() - lo) / (hi - lo)).clamp(0, 1)
 
 
@@ -155,6 +164,50 @@ def part_objective(lite0, args, spectrum_file: Path) -> dict:
             "se_harmonia": se[0], "se_horama": se[1], "ratio_mean": a / b if a > 0 and b > 0 else None}
 
 
+def part_costs(lite0, args) -> dict:
+    """Where a step's time goes (4 crops): the network forward + backward for the input gradient,
+    as given and folded + channels-last, and each crop resampling; interleaved, min of repeats."""
+    from harmonia.featviz.augment import _resample
+    from harmonia.models.fold_bn import fold_batchnorm
+
+    net = lite0.net
+    flags = [(q, q.requires_grad) for q in net.parameters()]
+    for q, _ in flags:
+        q.requires_grad_(False)  # input gradients only, as both implementations are run
+    fast = fold_batchnorm(net, torch.rand(2, 3, *lite0.input_size))[0].to(memory_format=torch.channels_last)
+    crops = args.crops
+    image = torch.rand(1, 3, args.size, args.size)
+    g = torch.Generator().manual_seed(0)
+    side = args.size * (0.5 + 0.5 * torch.rand(crops, generator=g))
+    x1 = (args.size - side) * torch.rand(crops, generator=g)
+    y1 = (args.size - side) * torch.rand(crops, generator=g)
+    boxes = torch.stack([torch.zeros(crops), x1, y1, x1 + side, y1 + side], 1)
+
+    def network(n: torch.nn.Module, channels_last: bool) -> None:
+        x = torch.rand(crops, 3, *lite0.input_size)
+        x = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_(True)
+        n(x)[:, 967].sum().backward()
+
+    def resample(how: str) -> None:
+        x = image.clone().requires_grad_(True)
+        _resample(x, boxes, tuple(lite0.input_size), how).pow(2).sum().backward()
+
+    tasks = {"network_as_given": lambda: network(net, False), "network_folded_channels_last": lambda: network(fast, True),
+             **{f"resample_{h}": (lambda h=h: resample(h)) for h in ("box", "bilinear", "bicubic", "horama")}}
+    times: dict = {k: [] for k in tasks}
+    for f in tasks.values():
+        f()
+    for _ in range(args.cost_repeats):
+        for k, f in tasks.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    for q, flag in flags:
+        q.requires_grad_(flag)
+    return {"crops": crops, "min_s": {k: min(v) for k, v in times.items()},
+            "median_s": {k: float(np.median(v)) for k, v in times.items()}}
+
+
 def real_photo_crops(size: int, per_photo: int = 16) -> dict[int, torch.Tensor]:
     """Random square crops (50-100 % of the short side) of the packaged photos, per class."""
     from harmonia.featviz.spectrum import _random_square_crops, default_spectrum_photos
@@ -216,12 +269,13 @@ def part_transfer(lites, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="speed,objective,transfer")
+    ap.add_argument("--parts", default="speed,costs,objective,transfer")
     ap.add_argument("--out", default="bench-featviz")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--crops", type=int, default=4)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--speed-steps", type=int, default=8)
+    ap.add_argument("--cost-repeats", type=int, default=5)
     ap.add_argument("--objective-steps", type=int, default=64)
     ap.add_argument("--objective-seeds", type=int, default=6)
     ap.add_argument("--transfer-steps", type=int, default=128)
@@ -237,6 +291,9 @@ def main() -> None:
     if "speed" in parts:
         results["speed"] = part_speed(lites[0], args, default_spectrum_path())
         print(json.dumps({"speed": results["speed"]}), flush=True)
+    if "costs" in parts:
+        results["costs"] = part_costs(lites[0], args)
+        print(json.dumps({"costs": results["costs"]}), flush=True)
     if "objective" in parts:
         results["objective"] = part_objective(lites[0], args, default_spectrum_path())
         print(json.dumps({"objective": results["objective"]}), flush=True)
