@@ -8,12 +8,15 @@ in [0.5, 1.0] because of the bound it adds) and the value range of Lite0's norma
 
 1. ``speed``: seconds per step for one objective (ours / Horama, target <= 1.0); and K = 16
    class objectives, ours in one batch vs 16 sequential calls (of ours and of Horama):
-   throughput ratio (target >= 3).
+   throughput ratio (target >= 3). Horama's runs get the network with frozen parameters too.
+1b. ``costs``: where a step's time goes: the network's forward + backward (as given, and
+   folded + channels-last as harmonia runs it) and each crop resampling (min of repeats).
 2. ``objective``: the class logit reached after the same number of steps, measured on the
    final images with one fixed protocol for both (the mean logit over the whole image and 8
-   fixed crops), over 3 seeds: ours / Horama (target >= 1).
-3. ``transfer``: 10 ImageNet classes (listed below), one Lite0 visualization each with MACO
-   and with Fourier (in one batch per method): the rank of the class in EfficientNet-Lite1 and
+   fixed crops), over --objective-seeds seeds (mean and standard error): ours / Horama (target >= 1).
+3. ``transfer``: 10 ImageNet classes (listed below), one Lite0 visualization each with MACO,
+   with Fourier on MACO's crops (``fourier``) and with Fourier on the transforms published with
+   it (``fourier_lucid``), in one batch per method: the rank of the class in EfficientNet-Lite1 and
    Lite2 (top-5 counts), plausibility and a Frechet distance in Lite2's last-stage features
    against crops of the real photos of those classes that ship with scikit-image /
    scikit-learn (coffee, chelsea, flower, china, rocket). The images are cached in --out, so an
@@ -46,6 +49,10 @@ torch.set_num_threads(1)
 
 CLASSES = {967: "espresso", 281: "tabby", 985: "daisy", 698: "palace", 657: "missile",
            1: "goldfish", 130: "flamingo", 323: "monarch", 340: "zebra", 951: "lemon"}
+# the transfer part's methods: the Fourier baseline with MACO's crops (shared augmentation code),
+# and with the transforms published with it (Lucid / Lucent: pad, jitter, scale, rotate, jitter)
+METHODS = {"maco": {"method": "maco"}, "fourier": {"method": "fourier"},
+           "fourier_lucid": {"method": "fourier", "augmentation": "lucid"}}
 # real photos shipped with installed packages, by the class they show
 PHOTOS = {967: "coffee", 281: "chelsea", 985: "flower", 698: "china", 657: "rocket"}
 
@@ -58,6 +65,11 @@ def horama_run(model, target: int, steps: int, size: int, crops: int, spectrum_f
     lo = float((0 - model._mean.flatten()[0]) / model._std.flatten()[0])
     hi = float((1 - model._mean.flatten()[0]) / model._std.flatten()[0])
     cwd = os.getcwd()
+    # frozen parameters, as harmonia runs them: otherwise Horama's backward also computes every
+    # weight gradient, a cost a careful user would not pay
+    flags = [(q, q.requires_grad) for q in net.parameters()]
+    for q, _ in flags:
+        q.requires_grad_(False)
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(spectrum_file, Path(tmp) / "spectrum_decorrelated.npy")
         os.chdir(tmp)
@@ -69,6 +81,8 @@ def horama_run(model, target: int, steps: int, size: int, crops: int, spectrum_f
                                      device="cpu")
         finally:
             os.chdir(cwd)
+            for q, flag in flags:
+                q.requires_grad_(flag)
     return ((img.detach() - lo) / (hi - lo)).clamp(0, 1)
 
 
@@ -137,14 +151,61 @@ def part_objective(lite0, args, spectrum_file: Path) -> dict:
     from harmonia.featviz import maco
 
     ours, theirs = [], []
-    for s in range(3):
+    for s in range(args.objective_seeds):
         r = maco(lite0, "class:967", steps=args.objective_steps, image_size=args.size, crops=args.crops, seed=s)
         ours += fixed_protocol_logit(lite0, r.images, [967])
         h = horama_run(lite0, 967, args.objective_steps, args.size, args.crops, spectrum_file, s)
         theirs += fixed_protocol_logit(lite0, h[None], [967])
     a, b = float(np.mean(ours)), float(np.mean(theirs))
+    # the seed-to-seed spread is large (a standard deviation of 1-2 logits at 48 steps): the
+    # standard error says whether a gap between the means is more than that
+    se = [float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None for v in (ours, theirs)]
     return {"steps": args.objective_steps, "harmonia": ours, "horama": theirs, "mean_harmonia": a, "mean_horama": b,
-            "ratio_mean": a / b if a > 0 and b > 0 else None}
+            "se_harmonia": se[0], "se_horama": se[1], "ratio_mean": a / b if a > 0 and b > 0 else None}
+
+
+def part_costs(lite0, args) -> dict:
+    """Where a step's time goes (4 crops): the network forward + backward for the input gradient,
+    as given and folded + channels-last, and each crop resampling; interleaved, min of repeats."""
+    from harmonia.featviz.augment import _resample
+    from harmonia.models.fold_bn import fold_batchnorm
+
+    net = lite0.net
+    flags = [(q, q.requires_grad) for q in net.parameters()]
+    for q, _ in flags:
+        q.requires_grad_(False)  # input gradients only, as both implementations are run
+    fast = fold_batchnorm(net, torch.rand(2, 3, *lite0.input_size))[0].to(memory_format=torch.channels_last)
+    crops = args.crops
+    image = torch.rand(1, 3, args.size, args.size)
+    g = torch.Generator().manual_seed(0)
+    side = args.size * (0.5 + 0.5 * torch.rand(crops, generator=g))
+    x1 = (args.size - side) * torch.rand(crops, generator=g)
+    y1 = (args.size - side) * torch.rand(crops, generator=g)
+    boxes = torch.stack([torch.zeros(crops), x1, y1, x1 + side, y1 + side], 1)
+
+    def network(n: torch.nn.Module, channels_last: bool) -> None:
+        x = torch.rand(crops, 3, *lite0.input_size)
+        x = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_(True)
+        n(x)[:, 967].sum().backward()
+
+    def resample(how: str) -> None:
+        x = image.clone().requires_grad_(True)
+        _resample(x, boxes, tuple(lite0.input_size), how).pow(2).sum().backward()
+
+    tasks = {"network_as_given": lambda: network(net, False), "network_folded_channels_last": lambda: network(fast, True),
+             **{f"resample_{h}": (lambda h=h: resample(h)) for h in ("box", "bilinear", "bicubic", "horama")}}
+    times: dict = {k: [] for k in tasks}
+    for f in tasks.values():
+        f()
+    for _ in range(args.cost_repeats):
+        for k, f in tasks.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    for q, flag in flags:
+        q.requires_grad_(flag)
+    return {"crops": crops, "min_s": {k: min(v) for k, v in times.items()},
+            "median_s": {k: float(np.median(v)) for k, v in times.items()}}
 
 
 def real_photo_crops(size: int, per_photo: int = 16) -> dict[int, torch.Tensor]:
@@ -182,8 +243,8 @@ def part_transfer(lites, args) -> dict:
             seconds = None
         else:
             t = time.perf_counter()
-            r = visualize(lites[0], [f"class:{c}" for c in targets], method=method, steps=args.transfer_steps,
-                          image_size=args.size, crops=args.crops, seed=0,
+            r = visualize(lites[0], [f"class:{c}" for c in targets], steps=args.transfer_steps,
+                          image_size=args.size, crops=args.crops, seed=0, **METHODS[method],
                           progress=lambda d, n, _m=method: print(f"  {_m} step {d}/{n}", flush=True) if d % 16 == 0 else None)
             seconds = time.perf_counter() - t
             images = r.images
@@ -208,15 +269,18 @@ def part_transfer(lites, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="speed,objective,transfer")
+    ap.add_argument("--parts", default="speed,costs,objective,transfer")
     ap.add_argument("--out", default="bench-featviz")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--crops", type=int, default=4)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--speed-steps", type=int, default=8)
+    ap.add_argument("--cost-repeats", type=int, default=5)
     ap.add_argument("--objective-steps", type=int, default=64)
+    ap.add_argument("--objective-seeds", type=int, default=6)
     ap.add_argument("--transfer-steps", type=int, default=128)
-    ap.add_argument("--methods", default="maco,fourier", help="transfer: methods to run (their images are cached in --out)")
+    ap.add_argument("--methods", default="maco,fourier,fourier_lucid",
+                    help=f"transfer: methods to run, of {', '.join(METHODS)} (their images are cached in --out)")
     args = ap.parse_args()
     from harmonia.featviz.spectrum import default_spectrum_path
     from harmonia.models import load
@@ -227,6 +291,9 @@ def main() -> None:
     if "speed" in parts:
         results["speed"] = part_speed(lites[0], args, default_spectrum_path())
         print(json.dumps({"speed": results["speed"]}), flush=True)
+    if "costs" in parts:
+        results["costs"] = part_costs(lites[0], args)
+        print(json.dumps({"costs": results["costs"]}), flush=True)
     if "objective" in parts:
         results["objective"] = part_objective(lites[0], args, default_spectrum_path())
         print(json.dumps({"objective": results["objective"]}), flush=True)
@@ -243,11 +310,12 @@ def main() -> None:
     if "objective" in results:
         o = results["objective"]
         ratio = f"{o['ratio_mean']:.2f}" if o["ratio_mean"] is not None else "n/a (a mean is <= 0)"
-        print(f"class logit reached at {o['steps']} steps: harmonia {o['mean_harmonia']:.2f}, horama {o['mean_horama']:.2f}, "
+        print(f"class logit reached at {o['steps']} steps, {len(o['harmonia'])} seeds: harmonia {o['mean_harmonia']:.2f} "
+              f"(se {o['se_harmonia'] or 0:.2f}), horama {o['mean_horama']:.2f} (se {o['se_horama'] or 0:.2f}), "
               f"ratio {ratio} (target >= 1)")
     if "transfer" in results:
         t = results["transfer"]
-        for m in (m for m in ("maco", "fourier") if m in t):
+        for m in (m for m in METHODS if m in t):
             print(f"{m}: {t[m]['top5_in_both']}/10 classes in Lite1 and Lite2 top-5; plausibility {t[m]['plausibility_mean']:.3f}; "
                   f"Frechet distance {t[m]['frechet_distance']:.1f}")
 

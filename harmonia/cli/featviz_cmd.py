@@ -110,6 +110,10 @@ def featviz_command(
     image_size: int = typer.Option(256, "--image-size", min=8, help="Side of the visualization in pixels."),
     crops: int = typer.Option(6, min=1, help="Augmented crops per image and step."),
     crop_scale: str = typer.Option("0.5,1.0", help="Crop side range as a fraction of the image side, 'LOW,HIGH'."),
+    resample: str = typer.Option("bicubic", help="How crops are resized to the model's input: bicubic | bilinear "
+                                 "(roi_align, adaptive sampling) | box (2 x 2 samples) | horama (2x, then bicubic antialiased)."),
+    augmentation: str = typer.Option("crops", help="crops (random crops + noise, every method) | lucid (the transforms "
+                                     "published with the Fourier baseline: pad, jitter, scale, rotate)."),
     seed: int = typer.Option(0, help="Seed of objective 0 (objective k uses seed + k)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate.", show_default="NAdam 1.0 maco, Adam 0.05 fourier, NAdam 0.1 accentuation"),
     spectrum: Optional[Path] = typer.Option(None, help="Magnitude spectrum .npy.", show_default="the one shipped with harmonia"),
@@ -154,7 +158,7 @@ def featviz_command(
 
         seed_images = load_photo(image, (image_size, image_size))
     settings = {"method": method, "steps": steps, "image_size": image_size, "crops": crops, "crop_scale": list(scale),
-                "seed": seed, "lr": lr, "closeness": closeness if method == "accentuation" else None}
+                "resample": resample, "augmentation": augmentation, "seed": seed, "lr": lr, "closeness": closeness if method == "accentuation" else None}
     key = cache_key({"kind": "featviz", "model": m.fingerprint(), "objectives": [o.spec() for o in objs],
                      "settings": settings, "spectrum": file_digest(spectrum) if spectrum else "default",
                      "image": file_digest(image) if image else None, "transfer": sorted(transfer or [])})
@@ -167,7 +171,7 @@ def featviz_command(
     out.mkdir(parents=True, exist_ok=True)
     with progress_callback(f"{method}: {len(objs)} objective(s) x {steps} steps") as update:
         result = visualize(m, objs, method=method, steps=steps, image_size=image_size, crops=crops, crop_scale=scale,
-                           seed=seed, lr=lr, spectrum=str(spectrum) if spectrum else None, seed_images=seed_images,
+                           resample=resample, augmentation=augmentation, seed=seed, lr=lr, spectrum=str(spectrum) if spectrum else None, seed_images=seed_images,
                            closeness=closeness, progress=update,
                            checkpoint=out / f".featviz-{key[:16]}.ckpt")  # an interrupted run resumes from it
     ranks = None

@@ -30,10 +30,11 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn as nn
 
-from harmonia.featviz.augment import Augmentation
+from harmonia.featviz.augment import AUGMENTATIONS, Augmentation, LucidTransforms
 from harmonia.featviz.objectives import LOGITS, Objective, objective_layers, parse_objectives
 from harmonia.featviz.params import AccentuationImage, FourierImage, MacoImage
 from harmonia.featviz.spectrum import load_spectrum
+from harmonia.models.fold_bn import fold_batchnorm
 from harmonia.models.layers import resolve_layer, unwrap
 from harmonia.utils.io import atomic_write
 
@@ -69,12 +70,11 @@ def _input_size(model: nn.Module, input_size: Sequence[int] | int | None) -> tup
 
 
 @contextmanager
-def _recording(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-    """Forward hooks keeping each named layer's last output."""
+def _recording(modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks keeping each module's last output, under the name an objective reads it by."""
     acts: dict[str, torch.Tensor] = {}
     handles = []
-    for name in layers:
-        _, module = resolve_layer(model, name)
+    for name, module in modules.items():
 
         def keep(_m: nn.Module, _i: Any, out: Any, _name: str = name) -> None:
             a = out[0] if isinstance(out, (tuple, list)) else out
@@ -90,12 +90,40 @@ def _recording(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, to
             h.remove()
 
 
-def _forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """[0, 1] crops -> logits. A HarmoniaModel's preprocessing, then its network directly:
-    one backward only, so its double-backward conveniences are not needed."""
+def _network(model: nn.Module, layers: Sequence[str], in_size: tuple[int, int], device: torch.device,
+             fold_bn: bool) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, nn.Module], int]:
+    """(crops in [0, 1] -> logits, the modules to hook by objective layer name, BatchNorms folded).
+
+    With ``fold_bn`` the network runs as a copy with its eval-mode BatchNorms folded into the
+    convolutions before them (:func:`harmonia.models.fold_bn.fold_batchnorm`; the hooked layers'
+    outputs are kept as they are): the same function, one pass less over most activations. That
+    copy (ours to change) is also put in the channels-last memory layout, which the CPU's
+    convolution kernels run faster (same values up to float rounding).
+    """
+    net, _ = unwrap(model)
+    names = {layer: resolve_layer(model, layer)[0] for layer in layers}
+    folded = 0
+    if fold_bn:
+        example = torch.rand(2, 3, *in_size, generator=torch.Generator().manual_seed(0)).to(device)
+        pre = model.preprocess if net is not model and hasattr(model, "preprocess") else (lambda x: x)
+        with torch.no_grad():
+            example = pre(example)
+        net, folded = fold_batchnorm(net, example, keep=set(names.values()))
+    forward = _forward(model, net)
+    if folded:
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        plain = forward
+        forward = lambda x: plain(x.contiguous(memory_format=torch.channels_last))  # noqa: E731
+    return forward, {layer: net.get_submodule(name) for layer, name in names.items()}, folded
+
+
+def _forward(model: nn.Module, net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """[0, 1] crops -> logits through ``net`` (the model's network or a folded copy of it). A
+    HarmoniaModel's preprocessing, then the network directly: one backward only, so its
+    double-backward conveniences are not needed."""
     if hasattr(model, "preprocess") and isinstance(getattr(model, "net", None), nn.Module):
-        return lambda x: model.net(model.preprocess(x))  # type: ignore[operator]
-    return model
+        return lambda x: net(model.preprocess(x))  # type: ignore[operator]
+    return net
 
 
 def _optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
@@ -115,6 +143,8 @@ def visualize(
     crops: int = 6,
     crop_scale: tuple[float, float] = (0.5, 1.0),
     crop_schedule: str = "uniform",
+    augmentation: str = "crops",
+    resample: str = "bicubic",
     centre_std: float = 0.15,
     noise: float = 0.01,
     optimizer: str | None = None,
@@ -130,6 +160,7 @@ def visualize(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 25,
     max_batch: int | None = None,
+    fold_bn: bool = True,
 ) -> FeatvizResult:
     """Optimise one image per objective, all K in one batch. See :func:`maco` for the settings.
 
@@ -137,7 +168,9 @@ def visualize(
     transparency, trace) is saved atomically every ``checkpoint_every`` steps; a run with the
     same settings resumes from it and ends exactly as an uninterrupted one would. The file is
     removed when the run completes. ``max_batch`` bounds the crops per forward pass (default
-    8 on the CPU, all on a GPU); results do not depend on it.
+    4 on the CPU, at least one image's crops; all on a GPU); results do not depend on it. ``fold_bn`` runs a copy of the
+    network with its eval-mode BatchNorms folded into the convolutions before them (the same
+    function up to float rounding; faster); the model itself is not changed.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
@@ -148,8 +181,14 @@ def visualize(
     seeds = [seed + i for i in range(k)] if seeds is None else [int(s) for s in seeds]
     if len(seeds) != k:
         raise ValueError(f"{k} objectives but {len(seeds)} seeds")
-    aug = Augmentation(crops=crops, crop_scale=tuple(crop_scale), centre_std=centre_std, noise=noise,  # type: ignore[arg-type]
-                       schedule=crop_schedule)
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augmentation!r}; one of {', '.join(AUGMENTATIONS)}")
+    aug: Augmentation | LucidTransforms
+    if augmentation == "lucid":  # the published Fourier baseline's transforms (no crops, no noise)
+        aug = LucidTransforms(crops=crops)
+    else:
+        aug = Augmentation(crops=crops, crop_scale=tuple(crop_scale), centre_std=centre_std, noise=noise,  # type: ignore[arg-type]
+                           schedule=crop_schedule, resample=resample)
     in_size = _input_size(model, input_size)
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
@@ -177,11 +216,10 @@ def visualize(
     lr = default_lr if lr is None else float(lr)
     opt = _optimizer(opt_name, param.parameters(), lr)
     gens = [torch.Generator().manual_seed(10_007 * s + 1) for s in seeds]  # augmentation streams
-    if max_batch is None:  # the CPU gains nothing from huge batches, and they cost memory
-        max_batch = 10_000 if device.type == "cuda" else 8
+    if max_batch is None:  # on one CPU core Lite0 runs fastest per crop at 4 per pass (docs/featviz.md)
+        max_batch = 10_000 if device.type == "cuda" else 4
     per_chunk = max(1, int(max_batch) // crops)
     layers = objective_layers(objs)
-    forward = _forward(model)
     trace = torch.zeros(steps, k)
     transparency = torch.zeros(k, *size, device=device)
 
@@ -192,6 +230,7 @@ def visualize(
         if method == "maco" else None,
         "decay": decay if method == "fourier" else None,
         "closeness": closeness if method == "accentuation" else None,
+        "fold_bn": bool(fold_bn),
     }
     first = 0
     ckpt_id = repr((settings, [o.spec() for o in objs]))
@@ -221,7 +260,8 @@ def visualize(
         q.requires_grad_(False)  # gradients flow to the image only
     start = time.perf_counter()
     try:
-        with _recording(model, layers) as acts:
+        forward, hooked, folded = _network(model, layers, in_size, device, fold_bn)
+        with _recording(hooked) as acts:
             if progress and first:
                 progress(first, steps)
             for step in range(first, steps):
@@ -267,7 +307,8 @@ def visualize(
     seconds = time.perf_counter() - start
     if checkpoint is not None and Path(checkpoint).is_file():
         Path(checkpoint).unlink()
-    return FeatvizResult(final, transparency.cpu(), trace, [o.name or o.spec() for o in objs], settings, seconds)
+    return FeatvizResult(final, transparency.cpu(), trace, [o.name or o.spec() for o in objs], settings, seconds,
+                         extras={"batchnorms_folded": folded})
 
 
 def maco(model: nn.Module, objectives: Sequence[str | Objective] | str | Objective, *, steps: int = 256,
@@ -282,7 +323,10 @@ def maco(model: nn.Module, objectives: Sequence[str | Objective] | str | Objecti
         crops: augmented crops per image and step (Horama 6, Xplique 32).
         **settings: ``crop_scale`` (crop side as a fraction of the image side, uniform in
             (0.5, 1.0): at 256 px, Horama's (0.25, 0.30) gives no transferable image, see
-            docs/featviz.md), ``crop_schedule`` ("uniform" | "xplique"), ``centre_std`` (0.15),
+            docs/featviz.md), ``crop_schedule`` ("uniform" | "xplique"), ``augmentation`` ("crops";
+            "lucid": Lucid's transforms instead of crops), ``resample`` ("bicubic", the sharpest and
+            cheapest, see docs/featviz.md; "bilinear": roi_align's adaptive sampling; "box": 2 x 2
+            samples, the earlier default; "horama": 2x then bicubic antialiased), ``centre_std`` (0.15),
             ``noise`` (0.01 of the [0, 1] range), ``optimizer``/``lr`` (NAdam 1.0), ``seed`` /
             ``seeds`` (image k uses ``seed + k``), ``spectrum`` (a .npy file or a tensor; default the
             shipped one), ``input_size`` (crop size fed to the model; default the model's),
@@ -304,7 +348,8 @@ def maco(model: nn.Module, objectives: Sequence[str | Objective] | str | Objecti
 def fourier(model: nn.Module, objectives: Sequence[str | Objective] | str | Objective, *, steps: int = 256,
             image_size: int | Sequence[int] = 256, crops: int = 6, **settings: Any) -> FeatvizResult:
     """The Lucid-style Fourier baseline (whole spectrum optimised, 1/f^decay scaling, Adam 0.05),
-    with the same augmentations and objectives as :func:`maco`.
+    with the same augmentations and objectives as :func:`maco`; ``augmentation="lucid"`` swaps
+    MACO's crops for the transforms published with it (:class:`LucidTransforms`).
 
     Example:
         >>> import torch.nn as nn
