@@ -32,9 +32,8 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
-
 import math
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +64,17 @@ def _resample(images: torch.Tensor, boxes: torch.Tensor, out_size: tuple[int, in
         return F.interpolate(big, size=out_size, mode="bicubic", align_corners=True, antialias=True)
     ratio = 2 if how == "box" else -1  # -1: ceil(crop side / output side) samples per pixel and axis
     return roi_align(images, boxes, output_size=out_size, spatial_scale=1.0, sampling_ratio=ratio, aligned=True)
+
+
+def _add_noise(crops: torch.Tensor, generators: Sequence[torch.Generator], noise: float) -> torch.Tensor:
+    """``N(0, noise) + U(-noise/2, noise/2)`` added to each image's crops (rows in image order),
+    drawn from that image's generator."""
+    if noise <= 0:
+        return crops
+    shape = (len(crops) // len(generators), *crops.shape[1:])
+    draws = torch.cat([torch.randn(shape, generator=g) * noise + (torch.rand(shape, generator=g) - 0.5) * noise
+                       for g in generators])
+    return crops + draws.to(crops)
 
 
 @dataclass(frozen=True)
@@ -119,12 +129,7 @@ class Augmentation:
             raise ValueError(f"{images.shape[0]} images but {len(generators)} generators")
         boxes = self.boxes(tuple(images.shape[-2:]), generators, step, steps).to(images)
         crops = _resample(images, boxes, tuple(out_size), self.resample)
-        if self.noise > 0:
-            shape = (self.crops, *crops.shape[1:])
-            noise = torch.cat([torch.randn(shape, generator=g) * self.noise
-                               + (torch.rand(shape, generator=g) - 0.5) * self.noise for g in generators])
-            crops = crops + noise.to(crops)
-        return crops
+        return _add_noise(crops, generators, self.noise)
 
 
 AUGMENTATIONS = ("crops", "lucid")
@@ -194,8 +199,4 @@ class LucidTransforms:
             raise ValueError(f"{images.shape[0]} images but {len(generators)} generators")
         out = torch.stack([self._one(img, tuple(out_size), g) for img, g in zip(images, generators)
                            for _ in range(self.crops)])
-        if self.noise > 0:
-            shape = (self.crops, *out.shape[1:])
-            out = out + torch.cat([(torch.randn(shape, generator=g) + torch.rand(shape, generator=g) - 0.5) * self.noise
-                                   for g in generators]).to(out)
-        return out
+        return _add_noise(out, generators, self.noise)
