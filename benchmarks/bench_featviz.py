@@ -10,7 +10,8 @@ in [0.5, 1.0] because of the bound it adds) and the value range of Lite0's norma
    class objectives, ours in one batch vs 16 sequential calls (of ours and of Horama):
    throughput ratio (target >= 3). Horama's runs get the network with frozen parameters too.
 1b. ``costs``: where a step's time goes: the network's forward + backward (as given, and
-   folded + channels-last as harmonia runs it) and each crop resampling (min of repeats).
+   folded + channels-last as harmonia runs it, and that in bfloat16 autocast with the relative
+   error of its input gradient) and each crop resampling (min of repeats).
 2. ``objective``: the class logit reached after the same number of steps, measured on the
    final images with one fixed protocol for both (the mean logit over the whole image and 8
    fixed crops), over --objective-seeds seeds (mean and standard error): ours / Horama (target >= 1).
@@ -183,16 +184,25 @@ def part_costs(lite0, args) -> dict:
     y1 = (args.size - side) * torch.rand(crops, generator=g)
     boxes = torch.stack([torch.zeros(crops), x1, y1, x1 + side, y1 + side], 1)
 
-    def network(n: torch.nn.Module, channels_last: bool) -> None:
-        x = torch.rand(crops, 3, *lite0.input_size)
+    probe = torch.rand(crops, 3, *lite0.input_size, generator=g)
+
+    def network(n: torch.nn.Module, channels_last: bool, bf16: bool = False) -> torch.Tensor:
+        x = probe.clone()
         x = (x.contiguous(memory_format=torch.channels_last) if channels_last else x).requires_grad_(True)
-        n(x)[:, 967].sum().backward()
+        # bfloat16 autocast: this CPU family has AVX512-BF16, so it is the one cheaper arithmetic on offer
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = n(x)[:, 967].float().sum()
+        y.backward()
+        return x.grad
 
     def resample(how: str) -> None:
         x = image.clone().requires_grad_(True)
         _resample(x, boxes, tuple(lite0.input_size), how).pow(2).sum().backward()
 
+    exact = network(fast, True)
+    bf16_error = float((network(fast, True, bf16=True) - exact).norm() / exact.norm())
     tasks = {"network_as_given": lambda: network(net, False), "network_folded_channels_last": lambda: network(fast, True),
+             "network_folded_channels_last_bf16": lambda: network(fast, True, bf16=True),
              **{f"resample_{h}": (lambda h=h: resample(h)) for h in ("box", "bilinear", "bicubic", "horama")}}
     times: dict = {k: [] for k in tasks}
     for f in tasks.values():
@@ -204,7 +214,7 @@ def part_costs(lite0, args) -> dict:
             times[k].append(time.perf_counter() - t)
     for q, flag in flags:
         q.requires_grad_(flag)
-    return {"crops": crops, "min_s": {k: min(v) for k, v in times.items()},
+    return {"crops": crops, "bf16_input_gradient_relative_error": bf16_error, "min_s": {k: min(v) for k, v in times.items()},
             "median_s": {k: float(np.median(v)) for k, v in times.items()}}
 
 
