@@ -94,6 +94,8 @@ def test_study_file_parsed(tmp_path):
     (("explainer = \"saliency:reducer=max_abs\"", "explainer = \"saliency:reducr=max_abs\""), 30,
      ["[[measurements]] #2", "'explainer'"]),
     (("batch_size = 4", "batch_size = \"4\""), 4, ["'batch_size'", "expected int"]),
+    # nothing reads a data table's "synthetic": the study says so instead of ignoring it
+    (("split = \"test\"", "split = \"test\"\nsynthetic = true"), 24, ["[[data]] #1", "'synthetic'", "unknown key"]),
 ])
 def test_study_file_errors_name_line_and_key(tmp_path, edit, line, words):
     p = make_study(tmp_path)

@@ -29,7 +29,7 @@ VARIANTS = ("baseline", "harmonized")
 _STUDY_KEYS = {"name", "store", "seeds", "device", "batch_size", "description"}
 _MODEL_KEYS = {"name", "pattern", "label", "pretrained", "num_classes", "kwargs", "family", "all", "train", "seed"}
 _TRAIN_KEYS = {"data", "split", "variants", "epochs", "preset", "settings"}
-_DATA_KEYS = {"name", "path", "split", "limit", "size", "simulate", "synthetic", "kind", "preset", "window", "stimuli",
+_DATA_KEYS = {"name", "path", "split", "limit", "size", "simulate", "kind", "preset", "window", "stimuli",
               "region"}
 _MEASUREMENT_COMMON = {"kind", "name", "models", "data", "batch_size"}  # besides the kind's own settings
 
