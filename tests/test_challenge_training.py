@@ -93,3 +93,17 @@ def test_time_budget_stops_with_a_validated_checkpoint(tmp_path):
     result = train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "b", steps=50, budget_minutes=1e-6, **TINY))
     assert result.steps == 1 and [h["step"] for h in result.history] == [1]
     assert (tmp_path / "b" / "final.pt").is_file() and (tmp_path / "b" / "last.pt").is_file()
+
+
+def test_track_weight_trains_a_target_map_head_and_resumes_exactly(tmp_path):
+    tiny = {**TINY, "track_weight": 1.0}
+    full = train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "full", steps=4, **tiny))
+    assert full.history[0]["loss"] > 2.0  # BCE ~0.69 plus the map loss, ~log(1024 / 4) at init
+    train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "cut", steps=2, **tiny))
+    train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "cut", steps=4, resume=True, **tiny))
+    a, b = load_model(tmp_path / "full" / "final.pt")[0], load_model(tmp_path / "cut" / "final.pt")[0]
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-6), name  # the head's weights and moments were checkpointed too
+    with pytest.raises(ValueError, match="per-frame states"):
+        train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "r3d", steps=1, **{**tiny, "model": "r3d_18"}))
+

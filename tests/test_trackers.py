@@ -203,3 +203,19 @@ def test_featuretracker_conditions_share_paths():
 
 def test_names_lists_the_trackers():
     assert {"pathtracker", "featuretracker"} <= set(hc.names())
+
+
+def test_target_mask_covers_the_target_dot():
+    from harmonia.challenges.dataset import ChallengeDataset
+
+    ds = ChallengeDataset(hc.create("pathtracker", seed=3, frames=16, distractors=5), 24)
+    for i in range(24):
+        item, sample = ds[i], ds.gen[i]
+        mask = item["target_mask"].numpy().astype(bool)
+        assert mask.shape == (16, 32, 32) and (mask.sum(axis=(1, 2)) == 4).all()
+        video = sample["video"]
+        green = (video == (0, 255, 0)).all(-1)
+        marker = (video == (255, 0, 0)).all(-1) | (video == (0, 0, 255)).all(-1)
+        assert (green | marker)[mask].all()  # the target's dot, or a marker drawn over it
+        start = sample["meta"]["start_marker"]
+        assert mask[0, start[0], start[1]]  # the target starts in the start marker

@@ -43,10 +43,32 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
     raise ValueError(f"cannot convert an array of shape {array.shape} (expected H x W, H x W x C or T x H x W x C)")
 
 
+def target_mask(sample: dict[str, Any], size: int) -> torch.Tensor:
+    """The tracking target's square in every frame: uint8 T x H x W, 1 on its ``size`` x ``size`` pixels.
+
+    From ``meta`` (``trajectories``, ``target``), so it is where the target is even where a marker
+    is drawn over it.
+
+    Example:
+        >>> import harmonia.challenges as hc
+        >>> s = hc.create("pathtracker", frames=4, distractors=0)[0]
+        >>> m = target_mask(s, 2)
+        >>> m.shape, m.sum(dim=(1, 2)).tolist()
+        (torch.Size([4, 32, 32]), [4, 4, 4, 4])
+    """
+    path = np.asarray(sample["meta"]["trajectories"])[sample["meta"]["target"]]  # T x 2
+    out = np.zeros(sample["video"].shape[:3], np.uint8)
+    d = np.arange(size)
+    frames = np.arange(len(path))[:, None, None]
+    out[frames, path[:, 0, None, None] + d[:, None], path[:, 1, None, None] + d[None, :]] = 1
+    return torch.from_numpy(out)
+
+
 class ChallengeDataset(torch.utils.data.Dataset):
     """``gen[i]`` as tensors: the modality's array (see :func:`to_tensor`), ``label``, ``index``.
 
-    Per-frame ``masks`` (FeatureTracker) come as a long tensor T x H x W. ``length`` defaults to
+    Per-frame ``masks`` (FeatureTracker) come as a long tensor T x H x W; the trackers' items also
+    have ``target_mask`` (:func:`target_mask`). ``length`` defaults to
     ``len(gen)``; ``transform`` (a callable on the item dict) replaces the default conversion.
 
     Example:
@@ -90,6 +112,9 @@ class ChallengeDataset(torch.utils.data.Dataset):
                                 "label": torch.tensor(int(sample["label"])), "index": index}
         if "masks" in sample:
             item["masks"] = torch.from_numpy(np.ascontiguousarray(sample["masks"])).long()
+        size = getattr(self.gen, "object_size", None)
+        if size is not None:
+            item["target_mask"] = target_mask(sample, size)
         return item
 
     def config(self) -> dict[str, Any]:

@@ -169,6 +169,7 @@ class FeatureTracker(BatchedChallenge):
     """
 
     modality = "video"
+    object_size = OBJECT  # trajectories hold each object's top-left pixel
     name = "featuretracker"
 
     def __init__(self, seed: int = 0, frames: int = 32, distractors: int = 10, speed: int = 1,

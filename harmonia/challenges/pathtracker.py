@@ -63,6 +63,7 @@ class PathTracker(BatchedChallenge):
     """
 
     modality = "video"
+    object_size = 2  # a dot: trajectories hold its top-left pixel
     name = "pathtracker"
 
     def __init__(self, seed: int = 0, frames: int = 64, distractors: int = 14, speed: int = 1,

@@ -3,7 +3,10 @@
 Samples are drawn on the fly (:class:`~harmonia.challenges.dataset.ChallengeDataset`): training
 uses indices ``0 .. n_train - 1`` of the generator at ``seed``, validation the first
 ``val_size`` samples at ``seed + 1``, so they never overlap. The loss is BCE on the one logit
-(plus, for the CV-RNN on FeatureTracker, ``sync_weight`` x the synchrony loss on the masks).
+(plus, for the CV-RNN on FeatureTracker, ``sync_weight`` x the synchrony loss on the masks; and
+with ``track_weight`` > 0, an InT or GRU gets a 1 x 1 conv on its state of every frame, trained
+to say where the target is: ``track_weight`` x :func:`~harmonia.models.tracking.target_map_loss`,
+harmonia's addition for short runs, off by default).
 The ``published`` preset is the papers' optimiser: Adam, learning rate 3e-4, batch 180.
 
 Like harmonia's image trainer it writes atomic checkpoints (``last.pt``, with model, optimizer,
@@ -19,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +34,7 @@ import torch.nn.functional as F
 
 from harmonia.challenges.base import CHALLENGES, create, discover
 from harmonia.challenges.dataset import ChallengeDataset
-from harmonia.models.tracking import synchrony_loss
+from harmonia.models.tracking import synchrony_loss, target_map_loss
 from harmonia.models.video import build_video_model
 from harmonia.training.state import BEST, FINAL, LAST, load_state, rng_state, save_state, set_rng_state, sweep_temporaries
 from harmonia.utils.device import resolve_device
@@ -74,6 +78,7 @@ class ChallengeTrainConfig:
     patience: int | None = None  # evaluations without a better val accuracy before stopping
     budget_minutes: float | None = None  # stop (validate, checkpoint, final.pt) once training took this long
     sync_weight: float = 1.0
+    track_weight: float = 0.0  # > 0: the target-map loss on every frame's state (not in the papers)
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
@@ -122,11 +127,18 @@ def _optimizer(cfg: ChallengeTrainConfig, model: torch.nn.Module) -> torch.optim
     return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def batch_loss(model: torch.nn.Module, batch: dict[str, Any], sync_weight: float, device: torch.device):
-    """(loss, logits): BCE, plus the synchrony loss when the model uses masks and the batch has them."""
+def batch_loss(model: torch.nn.Module, batch: dict[str, Any], sync_weight: float, device: torch.device,
+               track_head: torch.nn.Module | None = None, track_weight: float = 0.0):
+    """(loss, logits): BCE, plus the synchrony loss when the model uses masks and the batch has them,
+    plus ``track_weight`` x the target-map loss of ``track_head`` on every frame's state when given."""
     video = batch["video"].to(device, non_blocking=True)
     labels = batch["label"].to(device).float()
-    if getattr(model, "uses_masks", False) and "masks" in batch and sync_weight > 0:
+    if track_head is not None and track_weight > 0:
+        logits, states = model(video, return_states=True)
+        maps = track_head(states.flatten(0, 1)).view(states.shape[0], states.shape[1], *states.shape[3:])
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        loss = loss + track_weight * target_map_loss(maps, batch["target_mask"].to(device))
+    elif getattr(model, "uses_masks", False) and "masks" in batch and sync_weight > 0:
         logits, phases = model(video, return_phases=True)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         loss = loss + sync_weight * synchrony_loss(phases, batch["masks"].to(device))
@@ -207,13 +219,20 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
     train_ds, val_ds = ChallengeDataset(train_gen, cfg.n_train), ChallengeDataset(val_gen, cfg.val_size)
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     model = build_video_model(cfg.model).to(device).train()
-    opt = _optimizer(cfg, model)
+    track_head = None
+    if cfg.track_weight > 0:
+        if "return_states" not in inspect.signature(model.forward).parameters:
+            raise ValueError(f"track_weight needs a recurrent model with per-frame states (int, gru), not {cfg.model!r}")
+        track_head = torch.nn.Conv2d(model.channels, 1, 1).to(device)
+    opt = _optimizer(cfg, model if track_head is None else torch.nn.ModuleList([model, track_head]))
 
     step, epoch, pos, best, stale, before = 0, 0, 0, -1.0, 0, 0.0
     history: list[dict[str, Any]] = []
     if cfg.resume and (out / LAST).is_file():
         state = load_state(out / LAST)
         model.load_state_dict(state["model"])
+        if track_head is not None:
+            track_head.load_state_dict(state["track_head"])
         opt.load_state_dict(state["optimizer"])
         p = state["progress"]
         step, epoch, pos, best, stale = p["step"], p["epoch"], p["pos"], p["best"], p["stale"]
@@ -222,7 +241,8 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
         set_rng_state(state["rng"])
 
     def checkpoint() -> None:
-        save_state(out / LAST, {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
+        extra = {} if track_head is None else {"track_head": track_head.state_dict()}
+        save_state(out / LAST, {"model": model.state_dict(), **extra, "optimizer": opt.state_dict(), "rng": rng_state(),
                                 "progress": {"step": step, "epoch": epoch, "pos": pos, "best": best, "stale": stale,
                                              "seconds": before + time.perf_counter() - start},
                                 "history": json.dumps(history)})
@@ -238,7 +258,7 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
             raise ValueError(f"n_train={cfg.n_train} is smaller than one batch ({cfg.batch_size})")
         loader = torch.utils.data.DataLoader(train_ds, batch_sampler=batches[pos:], num_workers=cfg.num_workers)
         for batch in loader:
-            loss, logits = batch_loss(model, batch, cfg.sync_weight, device)
+            loss, logits = batch_loss(model, batch, cfg.sync_weight, device, track_head, cfg.track_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -123,6 +123,9 @@ def challenge_train_command(
     budget_minutes: Optional[float] = typer.Option(
         None, "--budget-minutes", min=0.0, help="Fixed time budget: validate, checkpoint and stop after this long.", show_default="no limit"),
     sync_weight: float = typer.Option(1.0, "--sync-weight", min=0.0, help="Weight of the CV-RNN's synchrony loss."),
+    track_weight: float = typer.Option(
+        0.0, "--track-weight", min=0.0,
+        help="Weight of the target-map loss on every frame's state (int, gru; harmonia's addition, not published)."),
     seed: int = typer.Option(0, "--seed", help="Training seed (validation uses seed + 1)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes generating samples."),
@@ -138,7 +141,7 @@ def challenge_train_command(
             out_dir=out, challenge=challenge, knobs=parse_sets(sets), model=model, preset=preset, lr=lr,
             batch_size=batch_size, steps=steps, n_train=n_train, val_size=val_size, eval_every=eval_every,
             checkpoint_every=checkpoint_every, patience=patience, budget_minutes=budget_minutes,
-            sync_weight=sync_weight, seed=seed,
+            sync_weight=sync_weight, track_weight=track_weight, seed=seed,
             device=device, num_workers=workers, resume=resume, progress=lambda s, n, info: update(s, n),
         )  # fmt: skip
         result = train_challenge(cfg)

@@ -164,12 +164,17 @@ class InT(_Recurrent):
         super().__init__(channels, kernel, readout)
         self.cell = InTCell(channels, kernel)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, return_states: bool = False):
+        """Logits (N,); with ``return_states`` also the excitatory state of every frame, N x T x C x H x W."""
         x = self.features(video)
         i = e = torch.zeros_like(x[:, :, 0])
+        states = []
         for t in range(x.shape[2]):
             i, e = self.cell(x[:, :, t], i, e)
-        return self.readout(e, video)
+            if return_states:
+                states.append(e)
+        logits = self.readout(e, video)
+        return (logits, torch.stack(states, dim=1)) if return_states else logits
 
 
 class ComplexConv(nn.Module):
@@ -290,6 +295,27 @@ def synchrony_loss(phases: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return (within + between).sum(dim=1).mean()
 
 
+def target_map_loss(maps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Where is the target? A softmax over each frame's pixels, scored on the target's pixels.
+
+    ``maps`` N x T x H x W logits (a 1 x 1 conv of the recurrent state), ``target`` N x T x H x W
+    (1 on the target's pixels: ``ChallengeDataset``'s ``target_mask``). Per frame: minus the mean
+    log-probability of the target's pixels; averaged over frames and videos. A map spread over
+    two identical dots pays log 2 a frame more than one on the target alone, so, unlike a
+    per-pixel loss (which finding every dot nearly satisfies), it asks *which* dot. Harmonia's
+    addition for short trainings (see docs/challenges.md), not part of a published protocol.
+
+    Example:
+        >>> import torch
+        >>> target = torch.zeros(1, 1, 2, 2); target[0, 0, 0, 0] = 1
+        >>> round(float(target_map_loss(torch.zeros(1, 1, 2, 2), target)), 4)  # uniform over 4 pixels: log 4
+        1.3863
+    """
+    log_p = F.log_softmax(maps.flatten(2), dim=2)
+    t = target.flatten(2).to(maps.dtype)
+    return (-(log_p * t).sum(2) / t.sum(2).clamp(min=1)).mean()
+
+
 class ConvGRUCell(nn.Module):
     """A convolutional GRU cell (update z, reset r, candidate) with ``kernel`` x ``kernel`` convs."""
 
@@ -317,9 +343,14 @@ class ConvGRU(_Recurrent):
         super().__init__(channels, kernel, readout)
         self.cell = ConvGRUCell(channels, kernel)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, return_states: bool = False):
+        """Logits (N,); with ``return_states`` also the hidden state of every frame, N x T x C x H x W."""
         x = self.features(video)
         h = torch.zeros_like(x[:, :, 0])
+        states = []
         for t in range(x.shape[2]):
             h = self.cell(x[:, :, t], h)
-        return self.readout(h, video)
+            if return_states:
+                states.append(h)
+        logits = self.readout(h, video)
+        return (logits, torch.stack(states, dim=1)) if return_states else logits
