@@ -34,7 +34,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import harmonia.challenges as hc  # noqa: E402
-from harmonia.challenges.dataset import to_tensor  # noqa: E402
+from harmonia.challenges.dataset import target_mask, to_tensor  # noqa: E402
+from harmonia.models.tracking import target_map_loss  # noqa: E402
 from harmonia.models.video import build_video_model  # noqa: E402
 
 
@@ -44,25 +45,8 @@ def pool(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     samples = gen.samples(list(range(n)))
     videos = torch.stack([to_tensor(s["video"]) for s in samples])
     labels = torch.tensor([s["label"] for s in samples]).float()
-    masks = torch.zeros(n, 32, 32, 32)
-    for k, s in enumerate(samples):
-        for t, (r, c) in enumerate(s["meta"]["trajectories"][s["meta"]["target"]]):
-            masks[k, t, r:r + 2, c:c + 2] = 1
+    masks = torch.stack([target_mask(s, gen.object_size) for s in samples]).float()
     return videos, labels, masks
-
-
-def states_and_logits(model: nn.Module, videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-frame recurrent states N x T x C x H x W, readout logits N) of an InT or ConvGRU."""
-    x = model.features(videos)
-    h = torch.zeros_like(x[:, :, 0])
-    i, states = h, []
-    for t in range(x.shape[2]):
-        if hasattr(model.cell, "w_inh"):  # InT: (i, e), the excitatory state is read out
-            i, h = model.cell(x[:, :, t], i, h)
-        else:
-            h = model.cell(x[:, :, t], h)
-        states.append(h)
-    return torch.stack(states, 1), model.readout(h, videos)
 
 
 def main() -> None:
@@ -86,13 +70,12 @@ def main() -> None:
     pos_weight = torch.tensor(50.0)
 
     def losses(videos, labels, masks):
-        states, logits = states_and_logits(model, videos)
+        logits, states = model(videos, return_states=True)
         maps = head(states.flatten(0, 1)).view(masks.shape)
         if a.aux_loss == "pixels":
             aux = F.binary_cross_entropy_with_logits(maps, masks, pos_weight=pos_weight)
-        else:  # "where": a softmax over each frame's pixels against the target's dot (both dots cost log 2)
-            log_p = F.log_softmax(maps.flatten(2), dim=2)
-            aux = -(log_p * masks.flatten(2)).sum(2).div(masks.flatten(2).sum(2).clamp(min=1)).mean()
+        else:  # "where": the trainer's --track-weight loss
+            aux = target_map_loss(maps, masks)
         on_target = masks[:, -1].flatten(1).gather(1, maps[:, -1].flatten(1).argmax(1, keepdim=True))
         return F.binary_cross_entropy_with_logits(logits, labels), aux, logits, float(on_target.mean())
 

@@ -108,8 +108,7 @@ def test_track_weight_trains_a_target_map_head_and_resumes_exactly(tmp_path):
         train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "r3d", steps=1, **{**tiny, "model": "r3d_18"}))
 
 
-
-@pytest.mark.slow  # about 7-8 min on one core: 350 steps of a 32-frame recurrent model
+@pytest.mark.slow  # minutes: 350 steps of a 32-frame recurrent model on one thread (about 1-1.7 s a step here)
 def test_short_training_on_the_easiest_setting_beats_chance(tmp_path):
     """Issue 19: InT (4 channels, 5 x 5) on SYNTHETIC PathTracker, 32 frames, 0 distractors.
 

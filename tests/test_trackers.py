@@ -208,7 +208,10 @@ def test_names_lists_the_trackers():
 def test_target_mask_covers_the_target_dot():
     from harmonia.challenges.dataset import ChallengeDataset
 
-    ds = ChallengeDataset(hc.create("pathtracker", seed=3, frames=16, distractors=5), 24)
+    assert "target_mask" not in ChallengeDataset(hc.create("pathtracker", frames=4), 2)[0]  # built only when asked for
+    with pytest.raises(ValueError, match="no tracking target"):
+        ChallengeDataset(hc.create("svrt", problem=1), 2, target_masks=True)
+    ds = ChallengeDataset(hc.create("pathtracker", seed=3, frames=16, distractors=5), 24, target_masks=True)
     for i in range(24):
         item, sample = ds[i], ds.gen[i]
         mask = item["target_mask"].numpy().astype(bool)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from harmonia.challenges._tracking import square_pixels
 from harmonia.challenges.base import Challenge
 
 
@@ -57,19 +58,19 @@ def target_mask(sample: dict[str, Any], size: int) -> torch.Tensor:
         (torch.Size([4, 32, 32]), [4, 4, 4, 4])
     """
     path = np.asarray(sample["meta"]["trajectories"])[sample["meta"]["target"]]  # T x 2
+    rows, cols = square_pixels(path, size)  # T x size*size each
     out = np.zeros(sample["video"].shape[:3], np.uint8)
-    d = np.arange(size)
-    frames = np.arange(len(path))[:, None, None]
-    out[frames, path[:, 0, None, None] + d[:, None], path[:, 1, None, None] + d[None, :]] = 1
+    out[np.arange(len(path))[:, None], rows, cols] = 1
     return torch.from_numpy(out)
 
 
 class ChallengeDataset(torch.utils.data.Dataset):
     """``gen[i]`` as tensors: the modality's array (see :func:`to_tensor`), ``label``, ``index``.
 
-    Per-frame ``masks`` (FeatureTracker) come as a long tensor T x H x W; the trackers' items also
-    have ``target_mask`` (:func:`target_mask`). ``length`` defaults to
-    ``len(gen)``; ``transform`` (a callable on the item dict) replaces the default conversion.
+    Per-frame ``masks`` (FeatureTracker) come as a long tensor T x H x W; with ``target_masks`` the
+    trackers' items also have ``target_mask`` (:func:`target_mask`; only the target-map loss
+    needs it, so it is not built otherwise). ``length`` defaults to ``len(gen)``; ``transform`` (a
+    callable on the item dict) replaces the default conversion.
 
     Example:
         >>> import harmonia.challenges as hc
@@ -79,8 +80,12 @@ class ChallengeDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, gen: Challenge, length: int | None = None,
-                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 target_masks: bool = False) -> None:
         self.gen = gen
+        self.object_size = getattr(gen, "object_size", None) if target_masks else None
+        if target_masks and self.object_size is None:
+            raise ValueError(f"{gen.name} has no tracking target: target masks need a tracker (pathtracker, featuretracker)")
         self.length = len(gen) if length is None else int(length)
         if not 1 <= self.length <= len(gen):
             raise ValueError(f"length must be in [1, {len(gen)}] (the generator's length), got {self.length}; "
@@ -112,9 +117,8 @@ class ChallengeDataset(torch.utils.data.Dataset):
                                 "label": torch.tensor(int(sample["label"])), "index": index}
         if "masks" in sample:
             item["masks"] = torch.from_numpy(np.ascontiguousarray(sample["masks"])).long()
-        size = getattr(self.gen, "object_size", None)
-        if size is not None:
-            item["target_mask"] = target_mask(sample, size)
+        if self.object_size is not None:
+            item["target_mask"] = target_mask(sample, self.object_size)
         return item
 
     def config(self) -> dict[str, Any]:

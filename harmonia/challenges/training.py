@@ -216,7 +216,8 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
     train_gen.length = max(train_gen.length, cfg.n_train)
     val_gen = create(cfg.challenge, seed=cfg.seed + 1, **cfg.knobs)
     val_gen.length = max(val_gen.length, cfg.val_size)
-    train_ds, val_ds = ChallengeDataset(train_gen, cfg.n_train), ChallengeDataset(val_gen, cfg.val_size)
+    train_ds = ChallengeDataset(train_gen, cfg.n_train, target_masks=cfg.track_weight > 0)
+    val_ds = ChallengeDataset(val_gen, cfg.val_size)
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     model = build_video_model(cfg.model).to(device).train()
     track_head = None
