@@ -8,7 +8,7 @@ import pytest
 
 import harmonia.challenges as hc
 from harmonia.challenges._tracking import ring_offsets
-from harmonia.challenges.featuretracker import CONDITIONS, HUE_RANGES, hue_to_rgb, step_shapes
+from harmonia.challenges.featuretracker import CONDITIONS, HUE_RANGES, cores_from_codes, evolve_shapes, hue_to_rgb, step_shapes
 
 GREEN, RED, BLUE = (0, 255, 0), (255, 0, 0), (0, 0, 255)
 
@@ -149,6 +149,23 @@ def test_featuretracker_labels_closest_endpoint_negatives():
             others = [k for k in range(len(centres)) if k != m["target"] and gaps[k] >= 1]
             assert m["lure"] in others and gaps[m["lure"]] == min(gaps[k] for k in others)  # ties: any
             assert m["end_marker"] == tuple(centres[m["lure"]])
+
+
+@pytest.mark.parametrize("rule", ["none", "in", "out"])
+def test_shape_lookup_equals_stepping_every_frame(rule):
+    # the reference: step every frame with the rule, re-randomising an emptied shape from the video's generator
+    frames, n_obj = 40, 12
+    rngs, ref_rngs = ([np.random.default_rng([7, i]) for i in range(5)] for _ in range(2))
+    got = evolve_shapes(rngs, n_obj, frames, rule)
+    for b, rng in enumerate(ref_rngs):
+        grid = cores_from_codes(rng.integers(1, 512, size=n_obj))
+        for t in range(frames):
+            if t:
+                grid = step_shapes(grid, rule)
+                empty = ~grid.any(axis=(1, 2))
+                if empty.any():
+                    grid[empty] = cores_from_codes(rng.integers(1, 512, size=int(empty.sum())))
+            assert np.array_equal(got[b, t], grid), (b, t)
 
 
 @pytest.mark.parametrize("shapes, colors", CONDITIONS)

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -105,11 +106,6 @@ def step_shapes(grid: np.ndarray, rule: str) -> np.ndarray:
     return grid.copy()
 
 
-def random_cores(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` 5 x 5 bool grids whose 3 x 3 core is a random non-empty pattern (uniform over the 511)."""
-    return cores_from_codes(rng.integers(1, 512, size=n))
-
-
 def cores_from_codes(code: np.ndarray) -> np.ndarray:
     """... x 5 x 5 bool grids whose 3 x 3 cores are the bits of ``code`` (ints in [1, 512)).
 
@@ -121,6 +117,62 @@ def cores_from_codes(code: np.ndarray) -> np.ndarray:
     grid = np.zeros(code.shape + (OBJECT, OBJECT), bool)
     grid[..., 1:4, 1:4] = bits.reshape(code.shape + (3, 3)).astype(bool)
     return grid
+
+
+NEVER = 1 << 30  # the death age of a shape that never empties
+
+
+@functools.lru_cache(maxsize=None)
+def shape_table(rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every shape a core can become under ``rule``, so videos look their shapes up instead of stepping them.
+
+    Returns ``grids`` (512 x K x 5 x 5 bool: row ``code`` as in :func:`cores_from_codes`, column
+    ``age``; the last column is the fixed point every code reaches within K - 1 steps) and each
+    code's age at which it empties (``NEVER`` if it does not).
+
+    Example:
+        >>> grids, dies = shape_table("out")
+        >>> grids.shape[0], int(dies[1]), int(dies[511]), bool(dies[27] == NEVER)  # a pixel, a full core, a 2 x 2 block
+        (512, 1, 2, True)
+    """
+    steps = [cores_from_codes(np.arange(512))]  # code 0 (empty) is never drawn
+    while not np.array_equal(nxt := step_shapes(steps[-1], rule), steps[-1]):
+        steps.append(nxt)
+    grids = np.stack(steps, axis=1)
+    empty = ~grids.any(axis=(2, 3))
+    dies = np.where(empty.any(axis=1), empty.argmax(axis=1), NEVER)
+    for a in (grids, dies):
+        a.flags.writeable = False  # cached and shared
+    return grids, dies
+
+
+def evolve_shapes(rngs: list[np.random.Generator], n_obj: int, frames: int, rule: str) -> np.ndarray:
+    """Every object's 5 x 5 shape in every frame, videos x frames x objects x 5 x 5 bool.
+
+    Each object starts as a random core (a code in [1, 512), from its video's generator) and
+    follows ``rule`` frame by frame; a shape that empties is re-randomised in that frame (the
+    codes of one frame drawn together, in object order). The same as stepping every frame with
+    :func:`step_shapes`, read from :func:`shape_table`.
+
+    Example:
+        >>> g = evolve_shapes([np.random.default_rng(0)], 3, 8, "in")
+        >>> g.shape, bool((g[:, 1:] >= g[:, :-1]).all())  # birth-only: no pixel ever turns off
+        ((1, 8, 3, 5, 5), True)
+    """
+    table, dies_at = shape_table(rule)
+    code = np.stack([r.integers(1, 512, size=n_obj) for r in rngs])
+    codes = np.repeat(code[:, None], frames, axis=1)  # videos x frames x objects
+    born = np.zeros_like(codes)
+    dies = dies_at[code]  # the frame each object's current shape empties in
+    while (t := int(dies.min())) < frames:
+        hit = dies == t
+        for b in np.flatnonzero(hit.any(axis=1)):
+            new = rngs[b].integers(1, 512, size=int(hit[b].sum()))
+            codes[b][t:, hit[b]] = new
+            born[b][t:, hit[b]] = t
+            dies[b, hit[b]] = t + dies_at[new]
+    age = np.minimum(np.arange(frames)[:, None] - born, table.shape[1] - 1)
+    return table[codes, age]
 
 
 def hue_uniforms(rng: np.random.Generator, n: int, frames: int, colors: str) -> np.ndarray:
@@ -208,19 +260,7 @@ class FeatureTracker(BatchedChallenge):
         paths = paths[np.arange(n)[:, None], order]
         target, lure = np.argmax(order == 0, axis=1), np.argmax(order == lure[:, None], axis=1)
 
-        # frame-major (video, frame, object): the rule steps whole frames, and the pixel writes
-        # below go frame by frame
-        grids = np.empty((n, frames, n_obj, OBJECT, OBJECT), bool)
-        grids[:, 0] = cores_from_codes(np.stack([r.integers(1, 512, size=n_obj) for r in shape_rngs]))
-        for t in range(1, frames):
-            nxt = step_shapes(grids[:, t - 1], self.shapes)
-            empty = ~nxt.any(axis=(2, 3))
-            for b in np.flatnonzero(empty.any(axis=1)):  # an emptied shape is re-randomised
-                nxt[b, empty[b]] = random_cores(shape_rngs[b], int(empty[b].sum()))
-            if not empty.any() and np.array_equal(nxt, grids[:, t - 1]):  # all stable: so are later frames
-                grids[:, t:] = nxt[:, None]
-                break
-            grids[:, t] = nxt
+        grids = evolve_shapes(shape_rngs, n_obj, frames, self.shapes)  # frame-major: video, frame, object
         hues = hue_paths_from_uniforms([hue_uniforms(r, n_obj, frames, self.colors) for r in hue_rngs], frames, self.colors)
 
         # One fancy write per lit cell into the video (a 3-byte element per pixel) and one into the
