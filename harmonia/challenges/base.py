@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from harmonia.challenges._streams import sample_generators
 from harmonia.registry import Registry
 
 CHALLENGES: Registry["Challenge"] = Registry("challenge")
@@ -53,7 +54,8 @@ class Challenge:
         return self.length
 
     def rng(self, index: int) -> np.random.Generator:
-        """The generator of sample ``index``: a function of (seed, index) only."""
+        """The generator of sample ``index``: a function of (seed, index) only (``default_rng([seed, index])``;
+        batched challenges make many at once with :func:`~harmonia.challenges._streams.sample_generators`)."""
         return np.random.default_rng([self.seed, int(index)])
 
     def label_of(self, index: int) -> int:
@@ -103,7 +105,7 @@ class BatchedChallenge(Challenge):
 
     def samples(self, indices: list[int]) -> list[dict[str, Any]]:
         idx = [self._index(i) for i in indices]
-        return self.sample_batch([self.rng(i) for i in idx], [self.label_of(i) for i in idx])
+        return self.sample_batch(sample_generators(self.seed, idx), [self.label_of(i) for i in idx])
 
     def sample_batch(self, rngs: list[np.random.Generator], labels: list[int]) -> list[dict[str, Any]]:
         raise NotImplementedError

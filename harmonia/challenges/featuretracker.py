@@ -45,6 +45,7 @@ from harmonia.challenges._tracking import (
     paths_from_uniforms,
     random_paths,
 )
+from harmonia.challenges._streams import spawned_generators
 from harmonia.challenges.base import CHALLENGES, BatchedChallenge
 
 SIZE = 32
@@ -237,12 +238,19 @@ class FeatureTracker(BatchedChallenge):
                          shapes=shapes, colors=colors)
         self.frames, self.distractors, self.speed, self.shapes, self.colors = frames, distractors, speed, shapes, colors
 
+    # One stream each for paths, shapes and hues, spawned from the sample's generator: every
+    # condition of a seed and index has the same trajectories and first shapes, so conditions
+    # differ only in what they change.
     def sample_batch(self, rngs: list[np.random.Generator], labels: list[int]) -> list[dict[str, Any]]:
         """Videos for several generators at once (each video's random numbers from its own generator)."""
-        n, n_obj, frames = len(rngs), 1 + self.distractors, self.frames
-        # one stream each for paths, shapes and hues: every condition of a seed and index has the
-        # same trajectories and first shapes, so conditions differ only in what they change
-        streams = [r.spawn(3) for r in rngs]
+        return self._draw([r.spawn(3) for r in rngs], labels)
+
+    def samples(self, indices: list[int]) -> list[dict[str, Any]]:
+        idx = [self._index(i) for i in indices]  # the same streams as spawning each self.rng(i), made together
+        return self._draw(spawned_generators(self.seed, idx, 3), [self.label_of(i) for i in idx])
+
+    def _draw(self, streams: list[list[np.random.Generator]], labels: list[int]) -> list[dict[str, Any]]:
+        n, n_obj, frames = len(streams), 1 + self.distractors, self.frames
         path_rngs, shape_rngs, hue_rngs = zip(*streams)
         u = np.stack([path_uniforms(r, n_obj, frames, self.speed) for r in path_rngs])
         paths = paths_from_uniforms(u.reshape(n * n_obj, -1), frames, self.speed, WINDOW).reshape(n, n_obj, frames, 2)
