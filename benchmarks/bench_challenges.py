@@ -22,9 +22,15 @@
    (the published model sizes; ``--frames`` frames of 32 x 32), median of ``--repeats``
    after one warm-up step.
 
+``--chunk-times`` prints only generation, CPU ms per chunk of 32 (best of 5 x 10 chunks), for
+the three cases and FeatureTracker's costliest condition; with ``--tree DIR`` (a checkout of
+another commit, e.g. ``git worktree add /tmp/old COMMIT``) it times that tree's generators, so
+runs alternating between two trees compare code versions on the same machine.
+
 Run:
     .venv/bin/python benchmarks/bench_challenges.py [--videos 896] [--rounds 7] [--frames 32] [--batch 32]
         [--repeats 2] [--warmup 1] [--models int,r3d_18] [--skip-models] [--skip-generators]
+    .venv/bin/python benchmarks/bench_challenges.py --chunk-times [--tree /tmp/old]
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the tree whose harmonia is timed: this checkout, or --tree DIR (read before harmonia is imported)
+_TREE = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv[:-1] else str(Path(__file__).resolve().parents[1])
+sys.path.insert(0, _TREE)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -53,6 +61,9 @@ CASES = [
     ("pathtracker", {"frames": 128, "distractors": 25}),
     ("featuretracker", {}),
 ]
+
+
+CHUNK_TIME_CASES = CASES + [("featuretracker", {"shapes": "out", "colors": "irregular"})]
 
 
 CHUNK = 32  # what ChallengeDataset.__getitems__ (a DataLoader batch) and write_challenge draw at once
@@ -155,8 +166,13 @@ def main() -> None:
     ap.add_argument("--models", default="", help="comma-separated video models (default: all)")
     ap.add_argument("--skip-models", action="store_true")
     ap.add_argument("--skip-generators", action="store_true")
+    ap.add_argument("--chunk-times", action="store_true", help="only generation: CPU ms per chunk of 32, best of 5")
+    ap.add_argument("--tree", default=_TREE, help="the checkout whose generators are timed (default: this one)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.chunk_times:
+        chunk_times()
+        return
 
     if not args.skip_generators:
         generator_table(args.videos, args.rounds)
@@ -166,6 +182,23 @@ def main() -> None:
     for name in (args.models.split(",") if args.models else video_model_names()):
         seconds = step_time(name, args.batch, args.frames, args.repeats, args.warmup)
         print(f"  {name:14s} {seconds:8.2f} s/step", flush=True)
+
+
+def chunk_times(repeats: int = 5, chunks: int = 10) -> None:
+    """Generation alone: CPU ms per chunk of 32, the best of ``repeats`` runs of ``chunks`` fresh chunks."""
+    print(f"generation, CPU ms per chunk of {CHUNK} (best of {repeats} x {chunks} chunks), harmonia from {hc.__file__}")
+    for name, knobs in CHUNK_TIME_CASES:
+        gen = hc.create(name, seed=0, **knobs)
+        gen.samples(list(range(CHUNK)))  # imports, caches
+        best = float("inf")
+        for r in range(repeats):
+            first = (r * chunks + 1) * CHUNK
+            start = time.process_time()
+            for j in range(first, first + chunks * CHUNK, CHUNK):
+                gen.samples(list(range(j, j + CHUNK)))
+            best = min(best, (time.process_time() - start) / chunks)
+        label = f"{name} {','.join(f'{k}={v}' for k, v in knobs.items()) or 'defaults'}"
+        print(f"  {label:44s} {best * 1e3:6.1f} ms", flush=True)
 
 
 def generator_table(n_videos: int, rounds: int = 7) -> None:
