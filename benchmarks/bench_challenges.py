@@ -23,14 +23,18 @@
    after one warm-up step.
 
 ``--chunk-times`` prints only generation, CPU ms per chunk of 32 (best of 5 x 10 chunks), for
-the three cases and FeatureTracker's costliest condition; with ``--tree DIR`` (a checkout of
-another commit, e.g. ``git worktree add /tmp/old COMMIT``) it times that tree's generators, so
-runs alternating between two trees compare code versions on the same machine.
+the three cases and FeatureTracker's costliest condition. ``--against DIR`` (a checkout of
+another commit, e.g. ``git worktree add /tmp/old COMMIT``) compares that tree's generators with
+this one's in one process, chunk by chunk in alternation (the machine's speed drifts by tens of
+percent within seconds, so separate runs cannot be compared): it loads DIR's ``pathtracker.py``
+and ``featuretracker.py`` under other names, with this tree's shared helpers, and draws their
+samples as the older base class did, each from its own ``default_rng([seed, i])``. Samples are
+checked identical first.
 
 Run:
     .venv/bin/python benchmarks/bench_challenges.py [--videos 896] [--rounds 7] [--frames 32] [--batch 32]
         [--repeats 2] [--warmup 1] [--models int,r3d_18] [--skip-models] [--skip-generators]
-    .venv/bin/python benchmarks/bench_challenges.py --chunk-times [--tree /tmp/old]
+    .venv/bin/python benchmarks/bench_challenges.py --chunk-times [--against /tmp/old]
 """
 
 from __future__ import annotations
@@ -46,9 +50,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# the tree whose harmonia is timed: this checkout, or --tree DIR (read before harmonia is imported)
-_TREE = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv[:-1] else str(Path(__file__).resolve().parents[1])
-sys.path.insert(0, _TREE)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -167,11 +169,12 @@ def main() -> None:
     ap.add_argument("--skip-models", action="store_true")
     ap.add_argument("--skip-generators", action="store_true")
     ap.add_argument("--chunk-times", action="store_true", help="only generation: CPU ms per chunk of 32, best of 5")
-    ap.add_argument("--tree", default=_TREE, help="the checkout whose generators are timed (default: this one)")
+    ap.add_argument("--against", default=None, metavar="DIR",
+                    help="with --chunk-times: another checkout's generators, timed in alternation with these")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.chunk_times:
-        chunk_times()
+        chunk_times(args.against)
         return
 
     if not args.skip_generators:
@@ -184,21 +187,59 @@ def main() -> None:
         print(f"  {name:14s} {seconds:8.2f} s/step", flush=True)
 
 
-def chunk_times(repeats: int = 5, chunks: int = 10) -> None:
-    """Generation alone: CPU ms per chunk of 32, the best of ``repeats`` runs of ``chunks`` fresh chunks."""
-    print(f"generation, CPU ms per chunk of {CHUNK} (best of {repeats} x {chunks} chunks), harmonia from {hc.__file__}")
+def older_generators(tree: str) -> dict[str, type]:
+    """The tracker classes of another checkout, loaded under other names (not registered)."""
+    import importlib.util
+
+    from harmonia.challenges.base import CHALLENGES
+
+    classes = {}
+    register = CHALLENGES.register
+    CHALLENGES.register = lambda *a, **k: (lambda cls: cls)  # the names are taken by this tree's classes
+    try:
+        for name in ("pathtracker", "featuretracker"):
+            path = Path(tree) / "harmonia" / "challenges" / f"{name}.py"
+            spec = importlib.util.spec_from_file_location(f"_older_{name}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            classes[name] = next(v for v in vars(module).values() if isinstance(v, type) and getattr(v, "name", "") == name)
+    finally:
+        CHALLENGES.register = register
+    return classes
+
+
+def chunk_times(against: str | None = None, repeats: int = 5, chunks: int = 10) -> None:
+    """Generation alone: CPU ms per chunk of 32, the best of ``repeats`` runs of ``chunks`` fresh chunks;
+    with ``against``, that checkout's generators too, in alternation, and the ratio of the medians."""
+    older = older_generators(against) if against else {}
+    print(f"generation, CPU ms per chunk of {CHUNK} (best of {repeats} x {chunks} chunks)"
+          + (f"; {against} vs this tree, chunks alternating, ratio of medians" if against else ""))
     for name, knobs in CHUNK_TIME_CASES:
         gen = hc.create(name, seed=0, **knobs)
-        gen.samples(list(range(CHUNK)))  # imports, caches
-        best = float("inf")
+        draws = {"this": gen.samples}
+        if older:
+            old = older[name](seed=0, **knobs)
+            draws = {"older": lambda idx, g=old: g.sample_batch([np.random.default_rng([0, i]) for i in idx],
+                                                                 [g.label_of(i) for i in idx]), **draws}
+            a, b = draws["older"](list(range(CHUNK))), gen.samples(list(range(CHUNK)))
+            if not all(np.array_equal(x["video"], y["video"]) for x, y in zip(a, b)):
+                raise SystemExit(f"{name} {knobs}: the two trees draw different samples")
+        for draw in draws.values():
+            draw(list(range(CHUNK)))  # imports, caches
+        times: dict[str, list[float]] = {k: [] for k in draws}
         for r in range(repeats):
-            first = (r * chunks + 1) * CHUNK
-            start = time.process_time()
-            for j in range(first, first + chunks * CHUNK, CHUNK):
-                gen.samples(list(range(j, j + CHUNK)))
-            best = min(best, (time.process_time() - start) / chunks)
+            for c in range(chunks):
+                first = (1 + r * chunks + c) * CHUNK
+                for k, draw in draws.items():
+                    start = time.process_time()
+                    draw(list(range(first, first + CHUNK)))
+                    times[k].append(time.process_time() - start)
+        best = {k: min(statistics.fmean(t[r * chunks:(r + 1) * chunks]) for r in range(repeats)) for k, t in times.items()}
         label = f"{name} {','.join(f'{k}={v}' for k, v in knobs.items()) or 'defaults'}"
-        print(f"  {label:44s} {best * 1e3:6.1f} ms", flush=True)
+        cols = "  ".join(f"{k} {v * 1e3:6.1f} ms" for k, v in best.items())
+        ratio = (f"  older / this {statistics.median(times['older']) / statistics.median(times['this']):.2f}x"
+                 if older else "")
+        print(f"  {label:44s} {cols}{ratio}", flush=True)
 
 
 def generator_table(n_videos: int, rounds: int = 7) -> None:
