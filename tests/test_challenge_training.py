@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from harmonia.challenges.evaluation import evaluate_grid, grid, heatmap_figure, human_accuracy
 from harmonia.challenges.training import ChallengeTrainConfig, load_model, train_challenge
 from harmonia.cli.main import app
+from harmonia.models.video import build_video_model
 from harmonia.store import ResultStore
 
 TINY = dict(challenge="pathtracker", model="gru:channels=2", preset="cpu", batch_size=4, n_train=16, val_size=4,
@@ -106,6 +107,32 @@ def test_track_weight_trains_a_target_map_head_and_resumes_exactly(tmp_path):
         assert torch.allclose(p, q, atol=1e-6), name  # the head's weights and moments were checkpointed too
     with pytest.raises(ValueError, match="per-frame states"):
         train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "r3d", steps=1, **{**tiny, "model": "r3d_18"}))
+
+
+def test_clip_grad_norm_caps_every_step(tmp_path):
+    # SGD moves the weights in proportion to the gradient, so a tiny cap leaves them almost where they were
+    sgd = {**TINY, "optimizer": "sgd", "lr": 0.1, "eval_every": 10, "track_weight": 1.0}
+    torch.manual_seed(0)  # the trainer's seed: the same initial weights as both runs
+    init = build_video_model(TINY["model"]).state_dict()
+    moved = {}
+    for cap in (0.0, 1e-9):
+        run = train_challenge(ChallengeTrainConfig(out_dir=tmp_path / f"c{cap}", steps=2, clip_grad_norm=cap, **sgd))
+        weights = load_model(run.out_dir / "final.pt")[0].state_dict()
+        moved[cap] = max(float((weights[k] - v).abs().max()) for k, v in init.items())
+    assert moved[0.0] > 1e-3 and moved[1e-9] < 1e-7, moved
+    assert json.loads((tmp_path / "c1e-09" / "config.json").read_text())["clip_grad_norm"] == 1e-9
+    with pytest.raises(ValueError, match="clip_grad_norm must be >= 0"):
+        train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "bad", steps=1, clip_grad_norm=float("nan"), **sgd))
+
+
+def test_a_run_made_before_a_setting_existed_resumes(tmp_path):
+    train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "r", steps=2, **TINY))
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    del config["clip_grad_norm"]  # as written by an older harmonia
+    (tmp_path / "r" / "config.json").write_text(json.dumps(config))
+    assert train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "r", steps=3, resume=True, **TINY)).steps == 3
+    with pytest.raises(ValueError, match=r"settings differ \(clip_grad_norm\)"):
+        train_challenge(ChallengeTrainConfig(out_dir=tmp_path / "r", steps=4, resume=True, clip_grad_norm=1.0, **TINY))
 
 
 @pytest.mark.slow  # minutes: 350 steps of a 32-frame recurrent model on one thread (about 1-1.7 s a step here)

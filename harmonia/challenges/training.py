@@ -6,7 +6,8 @@ uses indices ``0 .. n_train - 1`` of the generator at ``seed``, validation the f
 (plus, for the CV-RNN on FeatureTracker, ``sync_weight`` x the synchrony loss on the masks; and
 with ``track_weight`` > 0, an InT or GRU gets a 1 x 1 conv on its state of every frame, trained
 to say where the target is: ``track_weight`` x :func:`~harmonia.models.tracking.target_map_loss`,
-harmonia's addition for short runs, off by default).
+harmonia's addition for short runs, off by default; ``clip_grad_norm`` > 0 caps the gradient's
+norm before each step, also off by default).
 The ``published`` preset is the papers' optimiser: Adam, learning rate 3e-4, batch 180.
 
 Like harmonia's image trainer it writes atomic checkpoints (``last.pt``, with model, optimizer,
@@ -25,7 +26,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,6 +80,7 @@ class ChallengeTrainConfig:
     budget_minutes: float | None = None  # stop (validate, checkpoint, final.pt) once training took this long
     sync_weight: float = 1.0
     track_weight: float = 0.0  # > 0: the target-map loss on every frame's state (not in the papers)
+    clip_grad_norm: float = 0.0  # > 0: gradients scaled to at most this L2 norm before each step (not in the papers)
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
@@ -98,6 +100,8 @@ class ChallengeTrainConfig:
         for name in ("steps", "n_train", "val_size", "eval_every", "checkpoint_every", "batch_size"):
             if int(getattr(out, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(out, name)}")
+        if not out.clip_grad_norm >= 0:  # NaN too
+            raise ValueError(f"clip_grad_norm must be >= 0 (0: off), got {out.clip_grad_norm}")
         if out.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer must be adam, adamw or sgd, got {out.optimizer!r}")
         return out
@@ -200,7 +204,10 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
     saved = {k: v for k, v in cfg.to_json().items() if k not in RUNTIME_FIELDS}
     config_file = out / "config.json"
     if config_file.is_file() and (out / LAST).is_file():
-        old = {k: v for k, v in json.loads(config_file.read_text()).items() if k not in RUNTIME_FIELDS}
+        # a setting added after the run was made reads as its default (what the run used)
+        defaults = {f.name: f.default for f in fields(ChallengeTrainConfig) if f.default is not MISSING}
+        old = {k: v for k, v in {**defaults, **json.loads(config_file.read_text())}.items()
+               if k not in RUNTIME_FIELDS and k in saved}
         if not cfg.resume:
             raise ValueError(f"{out} already holds a run; pass --resume to continue it or use another --out")
         if old != saved:
@@ -225,7 +232,8 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
         if "return_states" not in inspect.signature(model.forward).parameters:
             raise ValueError(f"track_weight needs a recurrent model with per-frame states (int, gru), not {cfg.model!r}")
         track_head = torch.nn.Conv2d(model.channels, 1, 1).to(device)
-    opt = _optimizer(cfg, model if track_head is None else torch.nn.ModuleList([model, track_head]))
+    trained = model if track_head is None else torch.nn.ModuleList([model, track_head])
+    opt = _optimizer(cfg, trained)
 
     step, epoch, pos, best, stale, before = 0, 0, 0, -1.0, 0, 0.0
     history: list[dict[str, Any]] = []
@@ -262,6 +270,8 @@ def train_challenge(config: ChallengeTrainConfig) -> ChallengeTrainResult:
             loss, logits = batch_loss(model, batch, cfg.sync_weight, device, track_head, cfg.track_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(trained.parameters(), cfg.clip_grad_norm)
             opt.step()
             step, pos = step + 1, pos + 1
             acc = float(((logits.detach() > 0).long().cpu() == batch["label"]).float().mean())

@@ -126,6 +126,9 @@ def challenge_train_command(
     track_weight: float = typer.Option(
         0.0, "--track-weight", min=0.0,
         help="Weight of the target-map loss on every frame's state (int, gru; harmonia's addition, not published)."),
+    clip_grad_norm: float = typer.Option(
+        0.0, "--clip-grad-norm", min=0.0,
+        help="Scale gradients to at most this L2 norm before each step; 0 = off (the papers do not clip)."),
     seed: int = typer.Option(0, "--seed", help="Training seed (validation uses seed + 1)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps."),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes generating samples."),
@@ -141,7 +144,7 @@ def challenge_train_command(
             out_dir=out, challenge=challenge, knobs=parse_sets(sets), model=model, preset=preset, lr=lr,
             batch_size=batch_size, steps=steps, n_train=n_train, val_size=val_size, eval_every=eval_every,
             checkpoint_every=checkpoint_every, patience=patience, budget_minutes=budget_minutes,
-            sync_weight=sync_weight, track_weight=track_weight, seed=seed,
+            sync_weight=sync_weight, track_weight=track_weight, clip_grad_norm=clip_grad_norm, seed=seed,
             device=device, num_workers=workers, resume=resume, progress=lambda s, n, info: update(s, n),
         )  # fmt: skip
         result = train_challenge(cfg)
