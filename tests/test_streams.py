@@ -31,3 +31,12 @@ def test_precomputed_words_answer_only_pcg64():
     words = streams._Words(np.zeros(4, np.uint64))
     with pytest.raises(ValueError, match="PCG64's own request"):
         words.generate_state(8, np.uint32)
+
+
+def test_numpys_own_path_when_the_hash_disagrees(monkeypatch):
+    # what a numpy release that seeded differently would get: numpy's generators, not ours
+    monkeypatch.setattr(streams, "_agrees_with_numpy", lambda: False)
+    monkeypatch.setattr(streams, "_hashed_generators", lambda *a: pytest.fail("the vectorised path was taken"))
+    gens = streams.spawned_generators(3, [4, 5], 2)
+    assert gens[1][1].random() == np.random.default_rng([3, 5]).spawn(2)[1].random()
+    assert streams.sample_generators(3, [4])[0].random() == np.random.default_rng([3, 4]).random()
