@@ -1,5 +1,6 @@
 """``harmonia demo``: the --quick run end to end, and the report's building blocks."""
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -59,6 +60,7 @@ RECORDED = {
 }
 
 
+@functools.lru_cache(maxsize=None)  # the CPU does not change within a test session
 def float_fingerprint() -> str:
     """Bits of a forward, saliency and double backward of the demo's CNN on fixed inputs, one thread:
     equal bits, equal kernels' rounding (so equal recorded numbers)."""
